@@ -1,0 +1,142 @@
+"""The chat engine: each run or response is answered by an OpenAI-compatible /chat/completions.
+
+This turns any chat server (llama.cpp, vLLM, Ollama, another emulator) into a self-hosted
+Assistants v2 / Responses server: the thread or input becomes chat messages, function tools
+become chat tools, and `tool_calls` in the answer become a required action or
+`function_call` items.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from emulator.engine import Plan, ToolCall
+
+if TYPE_CHECKING:
+    from emulator.state import EmulatorState
+
+
+def thread_to_chat(
+    instructions: str,
+    additional_instructions: str | None,
+    messages: Iterable[dict[str, Any]],
+    text_of: Callable[[dict[str, Any]], str],
+) -> list[dict[str, Any]]:
+    """Instructions become the system message; thread messages keep their roles."""
+    system = "\n\n".join(p for p in (instructions, additional_instructions) if p)
+    chat: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
+    chat.extend({"role": m["role"], "content": text_of(m)} for m in messages)
+    return chat
+
+
+def assistant_tools_to_chat(tools: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Assistants function tools already have chat's shape; other tool types are dropped."""
+    return [
+        {"type": "function", "function": t["function"]} for t in tools if t.get("type") == "function"
+    ]
+
+
+def response_tools_to_chat(tools: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Responses function tools are flat (`name` at the top); chat nests them under `function`."""
+    out = []
+    for t in tools:
+        if t.get("type") != "function":
+            continue
+        fn = {k: t[k] for k in ("name", "description", "parameters", "strict") if k in t}
+        out.append({"type": "function", "function": fn})
+    return out
+
+
+def assistant_tool_call_message(calls: Iterable[ToolCall]) -> dict[str, Any]:
+    return {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in calls
+        ],
+    }
+
+
+def tool_result_message(call_id: str, output: str) -> dict[str, Any]:
+    return {"role": "tool", "tool_call_id": call_id, "content": output}
+
+
+async def chat_plan(
+    state: EmulatorState,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]],
+    *,
+    options: dict[str, Any],
+    max_tokens: int | None,
+) -> Plan:
+    """Ask the upstream model; any failure becomes a failed plan (the run fails, not the server)."""
+    config = state.config
+    if not config.upstream_url:
+        return Plan(outcome="failed", error_message="The chat engine has no upstream_url.")
+    body: dict[str, Any] = {"model": config.upstream_model or "default", "messages": messages}
+    if tools:
+        body["tools"] = tools
+        tool_choice = options.get("tool_choice")
+        if tool_choice in ("auto", "none", "required"):
+            body["tool_choice"] = tool_choice
+        if "parallel_tool_calls" in options:
+            body["parallel_tool_calls"] = options["parallel_tool_calls"]
+    for key in ("temperature", "top_p"):
+        if options.get(key) is not None:
+            body[key] = options[key]
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    headers = {}
+    if config.upstream_api_key:
+        headers["Authorization"] = f"Bearer {config.upstream_api_key}"
+    url = config.upstream_url.rstrip("/") + "/chat/completions"
+    try:
+        reply = await state.http().post(url, json=body, headers=headers)
+    except Exception as exc:  # the upstream is unreachable: the run fails, the server lives on
+        return Plan(outcome="failed", error_message=f"Upstream request failed: {exc!r}")
+    if reply.status_code == 429:
+        return Plan(
+            outcome="failed",
+            error_code="rate_limit_exceeded",
+            error_message=f"Upstream rate limited: {reply.text[:500]}",
+        )
+    if reply.status_code >= 400:
+        return Plan(
+            outcome="failed",
+            error_message=f"Upstream answered {reply.status_code}: {reply.text[:500]}",
+        )
+    try:
+        data = reply.json()
+        choice = data["choices"][0]
+        message = choice["message"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return Plan(outcome="failed", error_message="Upstream answer was not a chat completion.")
+    usage = data.get("usage") or {}
+    plan = Plan(
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+    )
+    calls = message.get("tool_calls") or []
+    if calls:
+        plan.tool_calls = [
+            ToolCall(
+                c.get("id") or f"call_{i}",
+                c["function"]["name"],
+                _arguments(c["function"].get("arguments")),
+            )
+            for i, c in enumerate(calls)
+        ]
+        return plan
+    plan.answers = [message.get("content") or ""]
+    if choice.get("finish_reason") == "length":
+        plan.outcome = "incomplete"
+    return plan
+
+
+def _arguments(raw: Any) -> str:
+    if isinstance(raw, str):
+        return raw
+    return json.dumps(raw if raw is not None else {})

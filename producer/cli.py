@@ -1,0 +1,340 @@
+"""The `askq` command line.
+
+stdout carries what scripts read (ids, records); stderr carries progress, warnings and human
+messages. Exit codes: 0 success; 1 a job or batch ended not completed; 2 bad usage or bad
+input (one line on stderr); 124 `wait` timed out.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, NoReturn, TextIO, TypeVar
+
+import click
+
+from producer.client import BatchStatus, Client, is_batch_id
+from producer.inputs import ParsedInput, parse_file, parse_text
+from producer.progress import describe, watch_batch
+from worker.errors import AskqError, StoreError
+from worker.models import JobRequest, JobResult
+from worker.settings import load_settings
+from worker.states import JobStatus
+
+EXIT_OK, EXIT_NOT_COMPLETED, EXIT_USAGE, EXIT_TIMEOUT = 0, 1, 2, 124
+CSV_COLUMNS = (
+    "job_id", "batch_id", "custom_id", "status", "answer", "thread_id", "run_id",
+    "prompt_tokens", "completion_tokens", "total_tokens", "error_code", "error_message",
+    "tool_calls", "created_at", "finished_at",
+)  # fmt: skip
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    say(f"askq: error: {message}")
+    sys.exit(code)
+
+
+def client() -> Client:
+    settings = load_settings()
+    return Client(settings)
+
+
+def guarded(func: F) -> F:
+    """Turn askq's own errors into one line and exit 2; never a traceback for bad input."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except StoreError as exc:
+            fail(f"cannot use Redis ({exc}); is it running? (ASKQ_REDIS_URL)")
+        except AskqError as exc:
+            fail(str(exc))
+
+    wrapper.__name__ = func.__name__
+    wrapper.__doc__ = func.__doc__
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="askq")
+def main() -> None:
+    """askq: run questions against assistant APIs at scale, on Celery workers."""
+
+
+def _outcome_code(status: JobResult | BatchStatus) -> int:
+    if isinstance(status, BatchStatus):
+        return EXIT_OK if status.completed == status.size else EXIT_NOT_COMPLETED
+    return EXIT_OK if status.status is JobStatus.COMPLETED else EXIT_NOT_COMPLETED
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False))
+
+
+@main.command()
+@click.argument("question")
+@click.option("--thread", "thread_id", help="Ask on this existing thread (keeps its context).")
+@click.option("--assistant", "assistant_id", help="Assistant id (default ASKQ_ASSISTANT_ID).")
+@click.option("--model", help="Model (default ASKQ_MODEL for the responses style).")
+@click.option("--instructions", help="Extra instructions for this run.")
+@click.option("--wait", "wait_", is_flag=True, help="Wait and print the answer.")
+@click.option("--timeout", type=float, default=None, help="Give up waiting after S seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result record as JSON.")
+@guarded
+def ask(
+    question: str,
+    thread_id: str | None,
+    assistant_id: str | None,
+    model: str | None,
+    instructions: str | None,
+    wait_: bool,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
+    """Ask one QUESTION; prints the job id (or, with --wait, the answer)."""
+    try:
+        request = JobRequest(
+            question=question,
+            thread_id=thread_id,
+            assistant_id=assistant_id,
+            model=model,
+            instructions=instructions,
+        )
+    except ValueError as exc:
+        fail(f"bad question: {exc}")
+    api = client()
+    job_id = api.ask(request)
+    if not wait_:
+        if as_json:
+            _print_json({"job_id": job_id})
+        else:
+            click.echo(job_id)
+        return
+    say(f"askq: {job_id} submitted; waiting")
+    try:
+        result = api.wait(job_id, timeout)
+    except TimeoutError:
+        fail(f"{job_id} is not finished after {timeout} s (it goes on)", EXIT_TIMEOUT)
+    assert isinstance(result, JobResult)
+    if as_json:
+        _print_json(result.to_json_dict())
+    elif result.status is JobStatus.COMPLETED:
+        click.echo(result.answer)
+    else:
+        error = f": {result.error.message}" if result.error else ""
+        say(f"askq: {job_id} ended {result.status.value}{error}")
+    sys.exit(_outcome_code(result))
+
+
+def _parse(source: str, fmt: str | None) -> ParsedInput:
+    if source == "-":
+        return parse_text(sys.stdin.read(), fmt or "jsonl")
+    return parse_file(Path(source), fmt)
+
+
+@main.command()
+@click.argument("file", metavar="FILE")
+@click.option("--name", help="Name the batch (shown in status).")
+@click.option(
+    "--format", "fmt", type=click.Choice(["jsonl", "csv", "txt"]),
+    help="Input format (default: from the file extension; jsonl for '-').",
+)  # fmt: skip
+@click.option("--wait", "wait_", is_flag=True, help="Show progress until every job is done.")
+@click.option("--timeout", type=float, default=None, help="Give up waiting after S seconds.")
+@guarded
+def batch(file: str, name: str | None, fmt: str | None, wait_: bool, timeout: float | None) -> None:
+    """Submit every question of FILE (.jsonl, .csv, .txt, or '-' for stdin) as one batch.
+
+    Bad lines are reported with their numbers on stderr; the good ones still run. Prints the
+    batch id (exit 2 only when no line was accepted)."""
+    parsed = _parse(file, fmt)
+    for warning in parsed.warnings:
+        say(f"askq: warning: {warning}")
+    for error in parsed.errors:
+        say(f"askq: {file}: line {error.line}: {error.message}")
+    if not parsed.items:
+        fail(f"no usable line in {file}")
+    api = client()
+    batch_id = api.submit_batch([item.request for item in parsed.items], name=name)
+    rejected = f", {len(parsed.errors)} bad lines skipped" if parsed.errors else ""
+    say(f"askq: submitted {len(parsed.items)} jobs{rejected}")
+    click.echo(batch_id)
+    if wait_:
+        try:
+            status = watch_batch(api, batch_id, timeout)
+        except TimeoutError:
+            fail(f"{batch_id} is not finished after {timeout} s (it goes on)", EXIT_TIMEOUT)
+        sys.exit(_outcome_code(status))
+
+
+@main.command()
+@click.argument("identifier", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
+@guarded
+def status(identifier: str, as_json: bool) -> None:
+    """Show a job (its result record) or a batch (counts by status)."""
+    current = client().status(identifier)
+    if isinstance(current, BatchStatus):
+        if as_json:
+            _print_json(current.to_json_dict())
+        else:
+            click.echo(f"{identifier}: {describe(current)}")
+        return
+    if as_json:
+        _print_json(current.to_json_dict())
+        return
+    click.echo(f"{identifier}: {current.status.value}")
+    if current.answer is not None:
+        click.echo(current.answer)
+    if current.error is not None:
+        click.echo(f"error: {current.error.code}: {current.error.message}")
+
+
+@main.command()
+@click.argument("identifier", metavar="ID")
+@click.option("--timeout", type=float, default=None, help="Give up after S seconds (exit 124).")
+@guarded
+def wait(identifier: str, timeout: float | None) -> None:
+    """Wait until a job or batch is finished; exit 0 if all completed, 1 if not."""
+    api = client()
+    try:
+        if is_batch_id(identifier):
+            result: JobResult | BatchStatus = watch_batch(api, identifier, timeout)
+        else:
+            result = api.wait(identifier, timeout)
+    except TimeoutError:
+        fail(f"{identifier} is not finished after {timeout} s", EXIT_TIMEOUT)
+    if isinstance(result, JobResult):
+        say(f"askq: {identifier}: {result.status.value}")
+    sys.exit(_outcome_code(result))
+
+
+@main.command()
+@click.argument("identifier", metavar="ID")
+@guarded
+def cancel(identifier: str) -> None:
+    """Cancel a job, or every unfinished job of a batch."""
+    outcome = client().cancel(identifier)
+    if outcome.requested == 0:
+        say(f"askq: {identifier}: already finished; nothing to cancel")
+    else:
+        done = f" ({outcome.already_finished} already finished)" if outcome.already_finished else ""
+        say(f"askq: cancel requested for {outcome.requested} job(s){done}")
+
+
+def _csv_row(result: JobResult) -> list[Any]:
+    usage = result.usage
+    error = result.error
+    tools = [t.model_dump(mode="json") for t in result.tool_calls]
+    return [
+        result.job_id, result.batch_id, result.custom_id, result.status.value, result.answer,
+        result.thread_id, result.run_id,
+        usage.prompt_tokens if usage else None, usage.completion_tokens if usage else None,
+        usage.total_tokens if usage else None,
+        error.code if error else None, error.message if error else None,
+        json.dumps(tools) if tools else None,
+        result.created_at.isoformat(), result.finished_at.isoformat() if result.finished_at else None,
+    ]  # fmt: skip
+
+
+def write_results(results: Iterable[JobResult], fmt: str, out: TextIO) -> int:
+    count = 0
+    if fmt == "csv":
+        writer = csv.writer(out)
+        writer.writerow(CSV_COLUMNS)
+        for result in results:
+            writer.writerow(_csv_row(result))
+            count += 1
+        return count
+    for result in results:
+        out.write(json.dumps(result.to_json_dict(), ensure_ascii=False) + "\n")
+        count += 1
+    return count
+
+
+@main.command()
+@click.argument("batch_id", metavar="BATCH")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to FILE.")
+@guarded
+def results(batch_id: str, fmt: str, output: str | None) -> None:
+    """Print a batch's result records, in input order."""
+    records = client().results(batch_id)
+    if output:
+        with open(output, "w", encoding="utf-8", newline="") as out:
+            count = write_results(records, fmt, out)
+        say(f"askq: wrote {count} records to {output}")
+    else:
+        write_results(records, fmt, sys.stdout)
+
+
+@main.command()
+@click.option("--questions", type=click.Path(exists=True, dir_okay=False),
+              help="Ask these instead of the sample batch.")
+@click.option("--concurrency", type=int, default=8, help="Worker threads (default 8).")
+@guarded
+def demo(questions: str | None, concurrency: int) -> None:
+    """Run everything on this machine (emulator, a worker, Redis if needed) and answer a
+    sample batch."""
+    from producer.demo import run_demo
+
+    sys.exit(run_demo(questions, concurrency))
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8787, show_default=True)
+@click.option("--engine", type=click.Choice(["scripted", "chat"]), default="scripted",
+              show_default=True)
+@click.option("--upstream", help="Chat-completions base URL for --engine chat.")
+@click.option("--upstream-model", help="Model name sent upstream.")
+@click.option("--run-time", type=float, default=None, help="Seconds a scripted run takes.")
+@click.option("--poll-after-ms", type=int, default=None, help="Send openai-poll-after-ms.")
+@click.option("--fail-429", type=float, default=0.0, help="Fraction of requests answered 429.")
+@click.option("--fail-500", type=float, default=0.0, help="Fraction answered 500.")
+@click.option("--seed", type=int, default=None, help="Seed for fault injection.")
+def emulator(
+    host: str,
+    port: int,
+    engine: str,
+    upstream: str | None,
+    upstream_model: str | None,
+    run_time: float | None,
+    poll_after_ms: int | None,
+    fail_429: float,
+    fail_500: float,
+    seed: int | None,
+) -> None:
+    """Serve the local Assistants v2 + Responses API emulator."""
+    import os
+
+    from emulator.config import EmulatorConfig
+    from emulator.server import run
+
+    fields: dict[str, Any] = {
+        "engine": engine,
+        "upstream_url": upstream,
+        "upstream_model": upstream_model,
+        "upstream_api_key": os.environ.get("ASKQ_EMULATOR_UPSTREAM_KEY"),
+        "poll_after_ms": poll_after_ms,
+        "fail_429": fail_429,
+        "fail_500": fail_500,
+        "seed": seed,
+    }
+    if run_time is not None:
+        fields["run_time_s"] = run_time
+    try:
+        config = EmulatorConfig(**fields)
+    except ValueError as exc:
+        fail(f"bad emulator option: {exc}")
+    say(f"askq: emulator on http://{host}:{port}/v1 (engine {engine})")
+    run(config, host=host, port=port)

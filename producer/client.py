@@ -1,0 +1,193 @@
+"""The producer's Python API: submit jobs, watch them, cancel them, read their results.
+
+Submitting only writes to Redis (the job records and their due entries); the workers'
+pumps publish the tasks. So a producer needs no broker connection to submit, and a job
+accepted here survives any crash after `ask`/`submit_batch` returns.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery import Celery
+
+from worker.celery_app import create_app
+from worker.errors import InputError, NotFound
+from worker.models import BatchRecord, JobRequest, JobResult
+from worker.settings import Settings, get_settings
+from worker.states import TERMINAL, JobStatus
+from worker.store import JobStore, connect
+
+WAIT_INTERVAL_S = 0.2
+
+
+def is_batch_id(identifier: str) -> bool:
+    return identifier.startswith("batch_")
+
+
+@dataclass(frozen=True)
+class BatchStatus:
+    """Where a batch stands: counts of its jobs by status."""
+
+    batch: BatchRecord
+    counts: dict[JobStatus, int] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return self.batch.size
+
+    @property
+    def finished(self) -> int:
+        return sum(n for status, n in self.counts.items() if status in TERMINAL)
+
+    @property
+    def completed(self) -> int:
+        return self.counts.get(JobStatus.COMPLETED, 0)
+
+    @property
+    def done(self) -> bool:
+        return self.finished >= self.size
+
+    @property
+    def in_flight(self) -> int:
+        return sum(
+            n
+            for status, n in self.counts.items()
+            if status in (JobStatus.RUNNING, JobStatus.REQUIRES_ACTION, JobStatus.CANCELLING)
+        )
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "batch_id": self.batch.batch_id,
+            "name": self.batch.name,
+            "size": self.size,
+            "counts": {status.value: n for status, n in sorted(self.counts.items())},
+            "finished": self.finished,
+            "done": self.done,
+        }
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    requested: int
+    already_finished: int
+
+
+class Client:
+    """`Client(settings=None)`: settings default to the environment (`ASKQ_*`, `.env`)."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.store = JobStore(connect(self.settings), self.settings)
+        self._celery: Celery | None = None
+
+    def _check(self, request: JobRequest) -> JobRequest:
+        if (
+            self.settings.api_style == "assistants"
+            and not request.assistant_id
+            and not self.settings.assistant_id
+        ):
+            raise InputError("no assistant: set ASKQ_ASSISTANT_ID or pass an assistant id")
+        if self.settings.api_style == "responses" and not (request.model or self.settings.model):
+            raise InputError("no model: set ASKQ_MODEL or pass a model")
+        return request
+
+    def ask(self, question: str | JobRequest, **fields: Any) -> str:
+        """Submit one job; returns its id at once (use `wait` for the answer)."""
+        request = (
+            question
+            if isinstance(question, JobRequest)
+            else JobRequest(question=question, **fields)
+        )
+        return self.store.submit([self._check(request)], batch=False).job_ids[0]
+
+    def submit_batch(
+        self, items: Iterable[JobRequest | str | dict[str, Any]], name: str | None = None
+    ) -> str:
+        """Submit many jobs as one batch; returns the batch id. Results keep this order."""
+        requests = [self._check(_as_request(item)) for item in items]
+        if not requests:
+            raise InputError("the batch is empty")
+        submitted = self.store.submit(requests, batch=True, name=name)
+        assert submitted.batch_id is not None
+        return submitted.batch_id
+
+    def status(self, identifier: str) -> JobResult | BatchStatus:
+        """A job's result record, or a batch's counts. Raises `NotFound`."""
+        if is_batch_id(identifier):
+            batch = self.store.batch(identifier)
+            return BatchStatus(batch, self.store.batch_counts(identifier))
+        return self.store.load(identifier).record.result()
+
+    def finished(self, identifier: str) -> bool:
+        status = self.status(identifier)
+        if isinstance(status, BatchStatus):
+            return status.done
+        return status.status.terminal
+
+    def wait(self, identifier: str, timeout: float | None = None) -> JobResult | BatchStatus:
+        """Block until the job or batch is terminal; raises `TimeoutError` after `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            status = self.status(identifier)
+            done = status.done if isinstance(status, BatchStatus) else status.status.terminal
+            if done:
+                return status
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"{identifier} is not finished after {timeout} s")
+            time.sleep(WAIT_INTERVAL_S)
+
+    def cancel(self, identifier: str) -> CancelOutcome:
+        """Ask for a cancel; a job already finished keeps its status. Raises `NotFound`."""
+        if is_batch_id(identifier):
+            self.store.batch(identifier)
+            job_ids = self.store.batch_job_ids(identifier)
+        else:
+            self.store.load(identifier)
+            job_ids = [identifier]
+        records = self.store.load_many(job_ids)
+        live = [r.job_id for r in records if r is not None and not r.status.terminal]
+        app = self._app()
+        with app.producer_or_acquire() as producer:
+            for job_id in live:
+                if self.store.request_cancel(job_id):
+                    app.send_task(
+                        "askq.cancel",
+                        args=[job_id],
+                        queue="askq.cancel",
+                        routing_key="askq.cancel",
+                        producer=producer,
+                    )
+        return CancelOutcome(requested=len(live), already_finished=len(job_ids) - len(live))
+
+    def results(self, batch_id: str) -> Iterator[JobResult]:
+        """The batch's result records in input order."""
+        if not is_batch_id(batch_id):
+            raise InputError(f"{batch_id!r} is not a batch id (they start with 'batch_')")
+        self.store.batch(batch_id)
+        for record in self.store.batch_records(batch_id):
+            yield record.result()
+
+    def _app(self) -> Celery:
+        if self._celery is None:
+            self._celery = create_app(self.settings)
+        return self._celery
+
+    def close(self) -> None:
+        self.store.redis.close()
+
+
+def _as_request(item: JobRequest | str | dict[str, Any]) -> JobRequest:
+    if isinstance(item, JobRequest):
+        return item
+    if isinstance(item, str):
+        return JobRequest(question=item)
+    try:
+        return JobRequest.model_validate(item)
+    except ValueError as exc:
+        raise InputError(f"bad job: {exc}") from exc
+
+

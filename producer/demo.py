@@ -1,0 +1,121 @@
+"""`askq demo`: the whole system on one machine with no configuration.
+
+Starts what is missing (a private Redis when none answers at ASKQ_REDIS_URL, the emulator,
+one Celery worker), answers a sample batch with a progress bar, prints the answers and
+stops everything it started, even on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from contextlib import ExitStack
+from importlib import resources
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from emulator.config import EmulatorConfig
+from emulator.server import serve_in_subprocess
+from producer.client import Client
+from producer.inputs import parse_file
+from producer.local_redis import LocalRedis, reachable
+from producer.progress import watch_batch
+from worker.errors import InputError
+from worker.settings import load_settings
+from worker.states import JobStatus
+
+DEMO_ASSISTANT = "asst_askq_demo"
+DEMO_RUN_TIME_S = 1.5
+WORKER_STOP_TIMEOUT_S = 30
+
+
+def sample_questions() -> Path:
+    return Path(str(resources.files("producer") / "data" / "sample_questions.txt"))
+
+
+def start_worker(env: dict[str, str], concurrency: int, log: Path) -> subprocess.Popen[bytes]:
+    args = [
+        sys.executable, "-m", "celery", "-A", "worker", "worker",
+        "--loglevel=WARNING", "--pool=threads", f"--concurrency={concurrency}",
+        f"--hostname=askq-demo-{uuid.uuid4().hex[:6]}@%h", "--without-mingle",
+        "--without-gossip",
+    ]  # fmt: skip
+    with open(log, "wb") as out:
+        return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def stop_worker(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=WORKER_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def run_demo(questions: str | None, concurrency: int) -> int:
+    console = Console(stderr=True)
+    settings = load_settings()
+    path = Path(questions) if questions else sample_questions()
+    parsed = parse_file(path)
+    if not parsed.items:
+        raise InputError(f"no usable question in {path}")
+    with ExitStack() as stack:
+        redis_url = settings.redis_url
+        if reachable(redis_url):
+            console.print(f"[dim]Redis: using {redis_url.split('@')[-1]}[/]")
+        else:
+            server = stack.enter_context(LocalRedis())
+            redis_url = server.url
+            console.print(f"[dim]Redis: none at ASKQ_REDIS_URL; started a private one "
+                          f"({server.binary}, port {server.port})[/]")
+        emulator = serve_in_subprocess(EmulatorConfig(run_time_s=DEMO_RUN_TIME_S))
+        stack.callback(emulator.stop)
+        console.print(f"[dim]Emulator: {emulator.url} (scripted engine)[/]")
+        env = {
+            **os.environ,
+            "ASKQ_REDIS_URL": redis_url,
+            "ASKQ_API_BASE": emulator.url,
+            "ASKQ_API_STYLE": "assistants",
+            "ASKQ_ASSISTANT_ID": DEMO_ASSISTANT,
+            "ASKQ_API_KEY": "",
+        }
+        log = Path(tempfile.gettempdir()) / "askq-demo-worker.log"
+        worker = start_worker(env, concurrency, log)
+        stack.callback(stop_worker, worker)
+        console.print(f"[dim]Worker: celery -A worker worker (pid {worker.pid}, "
+                      f"{concurrency} threads, log {log})[/]")
+        demo_settings = settings.model_copy(
+            update={"redis_url": redis_url, "api_base": emulator.url,
+                    "assistant_id": DEMO_ASSISTANT}
+        )
+        client = Client(demo_settings)
+        stack.callback(client.close)
+        batch_id = client.submit_batch([item.request for item in parsed.items], name="demo")
+        console.print(f"Submitted {len(parsed.items)} questions as [bold]{batch_id}[/]")
+        status = watch_batch(client, batch_id, timeout=300)
+        table = Table(title=f"askq demo: {batch_id}", show_lines=False)
+        table.add_column("#", justify="right")
+        table.add_column("question")
+        table.add_column("status")
+        table.add_column("answer")
+        for index, (item, result) in enumerate(
+            zip(parsed.items, client.results(batch_id), strict=True), start=1
+        ):
+            answer = result.answer or (result.error.message if result.error else "")
+            style = "green" if result.status is JobStatus.COMPLETED else "red"
+            table.add_row(str(index), item.request.question or "", 
+                          f"[{style}]{result.status.value}[/]", answer)
+        Console().print(table)
+        console.print(
+            f"{status.completed}/{status.size} completed. Results: "
+            f"askq results {batch_id} (while this Redis runs)."
+        )
+        return 0 if status.completed == status.size else 1

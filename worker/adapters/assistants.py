@@ -1,0 +1,240 @@
+"""Assistants v2 (threads / messages / runs), spoken as the official SDK speaks it.
+
+Exactly-once runs (invariant 3): a job on a new thread first creates the thread with its
+messages and the task records the thread id; only then is the run created, carrying
+`metadata.askq_job`. A start that finds a recorded thread but no run id lists that thread's
+runs and adopts its own. `POST /threads/runs` would save one request but leave nothing to
+list after a crash between the POST and the write that records its answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import httpx
+
+from worker.adapters.base import HttpApi, RequestHook, poll_after
+from worker.errors import FinalApiError
+from worker.machine import Snapshot
+from worker.models import ErrorInfo, JobRecord, ToolCall, Usage
+
+BETA = {"OpenAI-Beta": "assistants=v2"}
+RUN_LIST_LIMIT = 100
+
+ToolSpecs = Callable[[JobRecord], list[dict[str, Any]]]
+
+
+def _usage(raw: dict[str, Any] | None) -> Usage | None:
+    if not raw:
+        return None
+    return Usage(
+        prompt_tokens=int(raw.get("prompt_tokens") or 0),
+        completion_tokens=int(raw.get("completion_tokens") or 0),
+        total_tokens=int(raw.get("total_tokens") or 0),
+    )
+
+
+def _error(run: dict[str, Any]) -> ErrorInfo | None:
+    status = run.get("status")
+    if status == "failed":
+        last = run.get("last_error") or {}
+        return ErrorInfo(
+            code=str(last.get("code") or "failed"),
+            message=str(last.get("message") or "the run failed"),
+        )
+    if status == "incomplete":
+        details = run.get("incomplete_details") or {}
+        reason = str(details.get("reason") or "unknown")
+        return ErrorInfo(code="incomplete", message=f"the run ended early: {reason}")
+    if status == "expired":
+        return ErrorInfo(code="expired", message="the run expired on the server")
+    return None
+
+
+def _tool_calls(run: dict[str, Any]) -> list[ToolCall]:
+    action = run.get("required_action") or {}
+    calls = (action.get("submit_tool_outputs") or {}).get("tool_calls") or []
+    return [
+        ToolCall(
+            id=call["id"],
+            name=call["function"]["name"],
+            arguments=call["function"].get("arguments") or "{}",
+        )
+        for call in calls
+        if call.get("type", "function") == "function"
+    ]
+
+
+def message_text(message: dict[str, Any]) -> str:
+    parts = [
+        part["text"]["value"]
+        for part in message.get("content") or []
+        if part.get("type") == "text" and isinstance(part.get("text"), dict)
+    ]
+    return "".join(parts)
+
+
+class AssistantsAdapter:
+    def __init__(
+        self,
+        client: httpx.Client,
+        *,
+        assistant_id: str,
+        tool_specs: ToolSpecs,
+        hook: RequestHook | None = None,
+    ) -> None:
+        self.api = HttpApi(client, hook)
+        self.assistant_id = assistant_id
+        self.tool_specs = tool_specs
+
+    # -- starting ---------------------------------------------------------------------
+
+    def create_thread(self, job: JobRecord) -> str:
+        body = {
+            "messages": [
+                {"role": m.role, "content": m.content} for m in job.request.conversation()
+            ],
+            "metadata": {"askq_job": job.job_id},
+        }
+        response = self.api.call("POST", "threads", route="POST /threads", json=body,
+                                 headers=BETA)
+        return str(response.json()["id"])
+
+    def add_messages(self, job: JobRecord) -> str:
+        assert job.thread_id is not None
+        message_id = ""
+        for message in job.request.conversation():
+            response = self.api.call(
+                "POST",
+                f"threads/{job.thread_id}/messages",
+                route="POST /threads/{thread_id}/messages",
+                json={"role": message.role, "content": message.content,
+                      "metadata": {"askq_job": job.job_id}},
+                headers=BETA,
+            )
+            message_id = str(response.json()["id"])
+        return message_id
+
+    def find_run(self, job: JobRecord) -> Snapshot | None:
+        assert job.thread_id is not None
+        response = self.api.call(
+            "GET",
+            f"threads/{job.thread_id}/runs",
+            route="GET /threads/{thread_id}/runs",
+            params={"limit": RUN_LIST_LIMIT, "order": "desc"},
+            headers=BETA,
+        )
+        for run in response.json().get("data") or []:
+            if (run.get("metadata") or {}).get("askq_job") == job.job_id:
+                return self._snapshot(run, None)
+        return None
+
+    def create_run(self, job: JobRecord) -> Snapshot:
+        assert job.thread_id is not None
+        request = job.request
+        assistant = request.assistant_id or self.assistant_id
+        if not assistant:
+            raise FinalApiError(
+                "no assistant: set ASKQ_ASSISTANT_ID or give the job an assistant_id",
+                code="no_assistant",
+            )
+        body: dict[str, Any] = {
+            "assistant_id": assistant,
+            "metadata": {**request.metadata, "askq_job": job.job_id},
+        }
+        optional = {
+            "model": request.model,
+            "instructions": request.instructions,
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "max_completion_tokens": request.max_tokens,
+        }
+        body.update({key: value for key, value in optional.items() if value is not None})
+        tools = self.tool_specs(job)
+        if tools:
+            body["tools"] = tools
+        response = self.api.call(
+            "POST",
+            f"threads/{job.thread_id}/runs",
+            route="POST /threads/{thread_id}/runs",
+            json=body,
+            headers=BETA,
+        )
+        return self._snapshot(response.json(), poll_after(response))
+
+    # -- following --------------------------------------------------------------------
+
+    def poll(self, job: JobRecord) -> Snapshot:
+        assert job.thread_id is not None and job.run_id is not None
+        response = self.api.call(
+            "GET",
+            f"threads/{job.thread_id}/runs/{job.run_id}",
+            route="GET /threads/{thread_id}/runs/{run_id}",
+            headers=BETA,
+        )
+        run = response.json()
+        snap = self._snapshot(run, poll_after(response))
+        if run.get("status") == "completed":
+            return replace(snap, answer=self.answer(job.thread_id, run["id"]))
+        return snap
+
+    def answer(self, thread_id: str, run_id: str) -> str:
+        """The run's own assistant messages, oldest first, joined by a blank line: never
+        "the newest message on the thread", which may belong to another run."""
+        texts: list[str] = []
+        after: str | None = None
+        while True:
+            params: dict[str, Any] = {"run_id": run_id, "order": "asc", "limit": 100}
+            if after:
+                params["after"] = after
+            page = self.api.call(
+                "GET",
+                f"threads/{thread_id}/messages",
+                route="GET /threads/{thread_id}/messages",
+                params=params,
+                headers=BETA,
+            ).json()
+            texts.extend(
+                message_text(m) for m in page.get("data") or [] if m.get("role") == "assistant"
+            )
+            if not page.get("has_more") or not page.get("last_id"):
+                return "\n\n".join(texts)
+            after = page["last_id"]
+
+    def submit_tool_outputs(self, job: JobRecord, outputs: list[tuple[str, str]]) -> Snapshot:
+        assert job.thread_id is not None and job.run_id is not None
+        response = self.api.call(
+            "POST",
+            f"threads/{job.thread_id}/runs/{job.run_id}/submit_tool_outputs",
+            route="POST /threads/{thread_id}/runs/{run_id}/submit_tool_outputs",
+            json={
+                "tool_outputs": [
+                    {"tool_call_id": call_id, "output": output} for call_id, output in outputs
+                ]
+            },
+            headers=BETA,
+        )
+        return self._snapshot(response.json(), poll_after(response))
+
+    def cancel(self, job: JobRecord) -> None:
+        assert job.thread_id is not None and job.run_id is not None
+        self.api.call(
+            "POST",
+            f"threads/{job.thread_id}/runs/{job.run_id}/cancel",
+            route="POST /threads/{thread_id}/runs/{run_id}/cancel",
+            headers=BETA,
+        )
+
+    @staticmethod
+    def _snapshot(run: dict[str, Any], hint: float | None) -> Snapshot:
+        return Snapshot(
+            status=str(run.get("status")),
+            run_id=str(run["id"]),
+            thread_id=run.get("thread_id"),
+            tool_calls=_tool_calls(run),
+            usage=_usage(run.get("usage")),
+            error=_error(run),
+            poll_after_s=hint,
+        )

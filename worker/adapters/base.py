@@ -1,0 +1,135 @@
+"""What every protocol adapter offers the tasks, and the HTTP plumbing they share.
+
+An adapter turns a job record into API calls and API answers into `Snapshot`s; it keeps no
+state of its own (the record holds thread, run and message ids), so any worker can pick up
+any job. It takes its `httpx.Client` from outside: one pooled client per worker process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import httpx
+
+from worker.errors import (
+    ApiError,
+    FinalApiError,
+    RetryableApiError,
+    RunGone,
+    ThreadBusy,
+)
+from worker.machine import Snapshot
+from worker.models import JobRecord
+
+RequestHook = Callable[[str, int], None]
+"""Called with (route, status) after every API response (status 0: no response)."""
+
+# Both APIs report "this thread/conversation is busy" as a plain 400; these phrases (and the
+# Responses code `conversation_locked`) are how OpenAI words it.
+BUSY_PHRASES = ("already has an active run", "while a run", "conversation_locked")
+
+
+class Adapter(Protocol):
+    """The one interface both protocols implement."""
+
+    def create_thread(self, job: JobRecord) -> str: ...
+
+    def add_messages(self, job: JobRecord) -> str: ...
+
+    def find_run(self, job: JobRecord) -> Snapshot | None: ...
+
+    def create_run(self, job: JobRecord) -> Snapshot: ...
+
+    def poll(self, job: JobRecord) -> Snapshot: ...
+
+    def submit_tool_outputs(self, job: JobRecord, outputs: list[tuple[str, str]]) -> Snapshot: ...
+
+    def cancel(self, job: JobRecord) -> None: ...
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    if (ms := response.headers.get("retry-after-ms")) is not None:
+        try:
+            return float(ms) / 1000.0
+        except ValueError:
+            pass
+    if (seconds := response.headers.get("retry-after")) is not None:
+        try:
+            return float(seconds)
+        except ValueError:
+            return None
+    return None
+
+
+def _message(response: httpx.Response) -> tuple[str, str]:
+    try:
+        body = response.json()
+        error = body.get("error") or {}
+        return str(error.get("message") or response.text[:300]), str(
+            error.get("code") or error.get("type") or f"http_{response.status_code}"
+        )
+    except (ValueError, AttributeError):
+        return response.text[:300] or response.reason_phrase, f"http_{response.status_code}"
+
+
+def poll_after(response: httpx.Response) -> float | None:
+    """The server's `openai-poll-after-ms` hint, in seconds."""
+    raw = response.headers.get("openai-poll-after-ms")
+    try:
+        return float(raw) / 1000.0 if raw is not None else None
+    except ValueError:
+        return None
+
+
+class HttpApi:
+    """Sends one request, classifies the outcome into the askq error tree."""
+
+    def __init__(self, client: httpx.Client, hook: RequestHook | None = None) -> None:
+        self.client = client
+        self.hook = hook
+
+    def call(
+        self,
+        method: str,
+        url: str,
+        *,
+        route: str,
+        json: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        try:
+            response = self.client.request(method, url, json=json, params=params, headers=headers)
+        except httpx.TimeoutException as exc:
+            self._count(route, 0)
+            raise RetryableApiError(f"{method} {route}: timed out", code="timeout") from exc
+        except httpx.TransportError as exc:
+            self._count(route, 0)
+            raise RetryableApiError(
+                f"{method} {route}: {type(exc).__name__}: {exc}", code="connection_error"
+            ) from exc
+        self._count(route, response.status_code)
+        if response.is_success:
+            return response
+        raise self.error(method, route, response)
+
+    def _count(self, route: str, status: int) -> None:
+        if self.hook is not None:
+            self.hook(route, status)
+
+    @staticmethod
+    def error(method: str, route: str, response: httpx.Response) -> ApiError:
+        message, code = _message(response)
+        status = response.status_code
+        text = f"{message}"
+        if status == 429 or status >= 500 or status in (408, 409):
+            return RetryableApiError(
+                text, status=status, code=code, retry_after=_retry_after(response)
+            )
+        if status == 400 and any(p in message or p == code for p in BUSY_PHRASES):
+            return ThreadBusy(text, status=status, code="thread_busy",
+                              retry_after=_retry_after(response))
+        if status == 404:
+            return RunGone(text, status=status, code=code)
+        return FinalApiError(text, status=status, code=code)

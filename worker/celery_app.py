@@ -1,0 +1,60 @@
+"""The Celery application: queues, reliability settings, and the due-poll pump bootstep.
+
+Each choice below is explained in docs/reliability.md; in short: tasks are idempotent (a
+ticket per published message, compare-and-set per change), so late acks and redelivery can
+only help, and no delay ever lives in a worker's memory (no countdown/eta: celery#4400).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from worker.settings import Settings
+
+QUEUES = ("askq.start", "askq.poll", "askq.act", "askq.cancel")
+"""One queue per task (the queue is named after its task), so slow tools never delay polls,
+cancels never wait behind thousands of polls, and each backlog is visible on its own."""
+
+
+def create_app(settings: Settings) -> Celery:
+    app = Celery("askq", include=["worker.tasks"])
+    app.conf.update(
+        broker_url=settings.redis_url,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        broker_transport_options={
+            # An unacked message of a dead worker comes back after this long; askq's own
+            # leases recover the job sooner, so this only bounds message clean-up.
+            "visibility_timeout": 300,
+            "socket_timeout": 10,
+            "socket_connect_timeout": 5,
+            "health_check_interval": 15,
+            "retry_on_timeout": True,
+            "unacked_restore_interval": 10,
+            "unacked_restore_throttle": 0.05,
+        },
+        broker_heartbeat=0,
+        result_backend=None,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_soft_shutdown_timeout=20.0,
+        worker_enable_soft_shutdown_on_idle=False,
+        worker_hijack_root_logger=False,
+        task_default_queue="askq.start",
+        task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name)
+                     for name in QUEUES],
+        task_routes={name: {"queue": name, "routing_key": name} for name in QUEUES},
+        task_create_missing_queues=False,
+    )
+    from worker.pump import PumpStep
+
+    app.steps["worker"].add(PumpStep)
+    return app

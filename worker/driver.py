@@ -1,0 +1,207 @@
+"""What each task does to a job: load, ask the state machine, call the API, store (CAS).
+
+Every function here takes the job id a task received and the process `Runtime`; it never
+raises for an API outcome (the state machine turns those into retries or failures) and it
+never sleeps: a wait is a due time written to Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from worker import machine
+from worker.errors import ApiError, FinalApiError, RetryableApiError
+from worker.machine import Snapshot, Step, Task
+from worker.runtime import Runtime
+from worker.states import JobStatus
+from worker.store import Loaded
+from worker.tools import run_tool_calls
+
+log = logging.getLogger("askq")
+
+
+def _save(rt: Runtime, loaded: Loaded, step: Step, now: float) -> Loaded | None:
+    return rt.store.transition(
+        loaded, step.record, next_task=step.task, due_at=step.at, now=now
+    )
+
+
+def _later(rt: Runtime, loaded: Loaded, task: Task, wait_s: float, now: float) -> None:
+    """Come back later with the same task: the rate budget is spent for now."""
+    _save(rt, loaded, Step(loaded.record, task, now + wait_s), now)
+
+
+def _fail_api(rt: Runtime, loaded: Loaded, error: ApiError, task: Task, now: float) -> None:
+    step = machine.on_api_error(
+        loaded.record, error, task, now, rt.policy, rt.rng, rt.settings.max_api_retries
+    )
+    if step.terminal:
+        log.warning("job %s failed: %s", loaded.record.job_id, error.code)
+    _save(rt, loaded, step, now)
+
+
+def _cancel_remote(rt: Runtime, loaded: Loaded) -> None:
+    """Best effort: the run is being abandoned (timeout, or a cancel won the race)."""
+    job = loaded.record
+    if job.run_id is None:
+        return
+    try:
+        rt.adapter.cancel(job)
+    except ApiError as exc:
+        log.info("job %s: remote cancel not done (%s)", job.job_id, exc.code)
+
+
+def _expire(rt: Runtime, loaded: Loaded, now: float) -> None:
+    _cancel_remote(rt, loaded)
+    _save(rt, loaded, machine.on_timeout(loaded.record, now), now)
+
+
+def start(rt: Runtime, job_id: str) -> None:
+    loaded = rt.store.find(job_id)
+    if loaded is None or loaded.record.status is not JobStatus.PENDING:
+        return
+    now = time.time()
+    if machine.timed_out(loaded.record, now):
+        _expire(rt, loaded, now)
+        return
+    if not rt.store.acquire_slot(job_id, now):
+        return
+    if wait := rt.store.spend_requests(1):
+        _later(rt, loaded, Task.START, wait, now)
+        return
+    adapter = rt.adapter
+    try:
+        fresh = False
+        job = loaded.record
+        if job.thread_id is None:
+            if job.request.thread_id is None:
+                step = machine.on_thread_created(job, adapter.create_thread(job), now)
+                rt.store.spend_requests(1, force=True)
+                fresh = True
+            else:
+                step = Step(job.model_copy(update={"thread_id": job.request.thread_id}),
+                            Task.START, now)
+            if (stored := _save(rt, loaded, step, now)) is None:
+                return
+            loaded = stored
+        if loaded.record.request.thread_id is not None and loaded.record.message_id is None:
+            message_id = adapter.add_messages(loaded.record)
+            rt.store.spend_requests(1, force=True)
+            step = machine.on_message_added(loaded.record, message_id, now)
+            if (stored := _save(rt, loaded, step, now)) is None:
+                return
+            loaded = stored
+            fresh = True
+        # A start that did not just write to the thread may be a retry after a crash
+        # between creating the run and recording it: adopt that run instead of a second.
+        snap = None if fresh else adapter.find_run(loaded.record)
+        if snap is None:
+            snap = adapter.create_run(loaded.record)
+        step = machine.on_started(loaded.record, snap, time.time(), rt.policy, rt.rng)
+        if _save(rt, loaded, step, now) is None:
+            moved = rt.store.find(job_id)
+            if moved is not None and moved.record.status.terminal:
+                ref = moved.record.model_copy(
+                    update={"run_id": snap.run_id, "thread_id": snap.thread_id}
+                )
+                _cancel_remote(rt, Loaded(ref, moved.version))
+    except ApiError as exc:
+        latest = rt.store.find(job_id)
+        if latest is not None and latest.record.status is JobStatus.PENDING:
+            _fail_api(rt, latest, exc, Task.START, time.time())
+
+
+def poll(rt: Runtime, job_id: str) -> None:
+    loaded = rt.store.find(job_id)
+    if loaded is None or loaded.record.status not in (JobStatus.RUNNING, JobStatus.CANCELLING):
+        return
+    now = time.time()
+    job = loaded.record
+    if machine.timed_out(job, now):
+        _expire(rt, loaded, now)
+        return
+    if wait := rt.store.spend_requests(1):
+        _later(rt, loaded, Task.POLL, wait, now)
+        return
+    try:
+        snap = rt.adapter.poll(job)
+    except ApiError as exc:
+        _fail_api(rt, loaded, exc, Task.POLL, now)
+        return
+    if snap.answer is not None:
+        rt.store.spend_requests(1, force=True)
+    now = time.time()
+    _save(rt, loaded, machine.on_snapshot(job, snap, now, rt.policy, rt.rng), now)
+
+
+def act(rt: Runtime, job_id: str) -> None:
+    loaded = rt.store.find(job_id)
+    if loaded is None or loaded.record.status is not JobStatus.REQUIRES_ACTION:
+        return
+    now = time.time()
+    job = loaded.record
+    if machine.timed_out(job, now):
+        _expire(rt, loaded, now)
+        return
+    settings = rt.settings
+    rt.store.extend_lease(job_id, now + settings.tool_timeout_s + settings.lease_s)
+    done = {record.id for record in job.tool_calls}
+    todo = [call for call in job.required_calls if call.id not in done]
+    if todo:
+        records = run_tool_calls(
+            todo, rt.tools, timeout_s=settings.tool_timeout_s, allowed=job.request.tools
+        )
+        # Keep the outputs before submitting them: a retry after a crash or a 5xx resubmits
+        # these instead of running the tools again.
+        kept = job.model_copy(update={"tool_calls": [*job.tool_calls, *records]})
+        stored = _save(rt, loaded, Step(kept, Task.ACT, now + settings.lease_s), now)
+        if stored is None:
+            return
+        loaded = stored
+    job = loaded.record
+    by_id = {record.id: record.output for record in job.tool_calls}
+    outputs = [(call.id, by_id[call.id]) for call in job.required_calls]
+    rt.store.spend_requests(1, force=True)
+    try:
+        snap = rt.adapter.submit_tool_outputs(job, outputs)
+    except RetryableApiError as exc:
+        _fail_api(rt, loaded, exc, Task.ACT, time.time())
+        return
+    except FinalApiError as exc:
+        # The run left requires_action meanwhile (expired, cancelled): its real status is
+        # what counts, so look at it instead of failing the job.
+        log.info("job %s: tool outputs refused (%s); polling", job_id, exc.code)
+        _save(rt, loaded, Step(job.model_copy(update={"required_calls": []}), Task.POLL,
+                               time.time()), time.time())
+        return
+    now = time.time()
+    _save(rt, loaded, machine.on_tools_done(job, [], snap, now, rt.policy, rt.rng), now)
+
+
+CANCEL_CAS_ATTEMPTS = 5
+
+
+def cancel(rt: Runtime, job_id: str) -> None:
+    if not rt.store.take_cancel(job_id):
+        return
+    for _ in range(CANCEL_CAS_ATTEMPTS):
+        loaded = rt.store.find(job_id)
+        if loaded is None:
+            return
+        now = time.time()
+        step = machine.on_cancel_requested(loaded.record, now)
+        if step is None:
+            return
+        if step.record.status is JobStatus.CANCELLING:
+            try:
+                rt.adapter.cancel(loaded.record)
+            except FinalApiError as exc:
+                # Already terminal remotely: the next poll stores its real status.
+                log.info("job %s: remote cancel refused (%s)", job_id, exc.code)
+            except RetryableApiError as exc:
+                rt.redis.hset(rt.store.keys.job(job_id), "cancel", "requested")
+                _fail_api(rt, loaded, exc, Task.CANCEL, now)
+                return
+        if _save(rt, loaded, step, now) is not None:
+            return

@@ -1,0 +1,100 @@
+"""The whole Redis layout of askq, in one place. No other module builds a key name.
+
+Job keys are also derived inside Lua scripts from `Keys.job_prefix` (the claim and
+transition scripts touch jobs they only know by id), so that prefix is passed to them here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "askq"
+
+    @property
+    def job_prefix(self) -> str:
+        return f"{self.prefix}:job:"
+
+    def job(self, job_id: str) -> str:
+        """Hash: `version`, `status`, `record` (JSON JobRecord), `next` (the task that drives
+        the job on), `ticket` (set when a task message is published, taken by that task),
+        `cancel` (requested → taken)."""
+        return f"{self.job_prefix}{job_id}"
+
+    def batch(self, batch_id: str) -> str:
+        """String: JSON BatchRecord."""
+        return f"{self.prefix}:batch:{batch_id}"
+
+    def batch_jobs(self, batch_id: str) -> str:
+        """List: the batch's job ids in input order."""
+        return f"{self.prefix}:batch:{batch_id}:jobs"
+
+    def batch_counts(self, batch_id: str) -> str:
+        """Hash: status → number of the batch's jobs in it (kept by the transition script)."""
+        return f"{self.prefix}:batch:{batch_id}:counts"
+
+    def batch_name(self, name: str) -> str:
+        """String: the batch id submitted under a user-chosen name (safe re-submission)."""
+        return f"{self.prefix}:batch-name:{name}"
+
+    def thread_queue(self, thread_id: str) -> str:
+        """List: ids of jobs naming this thread, in submission order; only the head may run."""
+        return f"{self.prefix}:thread:{thread_id}"
+
+    @property
+    def due(self) -> str:
+        """Sorted set: job id → when its next task is due (epoch s). A claimed entry is
+        re-scored to its lease end, so the same set is the lease index of the sweep."""
+        return f"{self.prefix}:due"
+
+    @property
+    def wake(self) -> str:
+        """List: pokes that wake a sleeping pump when something is due now."""
+        return f"{self.prefix}:wake"
+
+    @property
+    def deadlines(self) -> str:
+        """Sorted set: live job id → the time it expires (ASKQ_JOB_TIMEOUT_S)."""
+        return f"{self.prefix}:deadlines"
+
+    @property
+    def inflight(self) -> str:
+        """Sorted set: job ids holding one of the ASKQ_MAX_INFLIGHT slots → acquired at."""
+        return f"{self.prefix}:inflight"
+
+    @property
+    def waiting(self) -> str:
+        """Sorted set: pending job id → submission sequence, queued for a free slot (FIFO)."""
+        return f"{self.prefix}:waiting"
+
+    @property
+    def seq(self) -> str:
+        """Counter: submission sequence numbers."""
+        return f"{self.prefix}:seq"
+
+    @property
+    def counts(self) -> str:
+        """Hash: status → number of jobs in it, all batches (metrics)."""
+        return f"{self.prefix}:counts"
+
+    @property
+    def sweep_lock(self) -> str:
+        """String with a TTL: held by the one worker sweeping this interval."""
+        return f"{self.prefix}:sweep-lock"
+
+    @property
+    def rate_limit(self) -> str:
+        """String: the GCRA theoretical arrival time (ms) of the global request budget."""
+        return f"{self.prefix}:rate"
+
+    @property
+    def durations(self) -> str:
+        """Hash: `<model key>` → smoothed run duration (s), for predictive polling."""
+        return f"{self.prefix}:durations"
+
+    @property
+    def api_requests(self) -> str:
+        """Hash: `<method> <status>` → API requests made (metrics)."""
+        return f"{self.prefix}:api-requests"

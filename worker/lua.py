@@ -1,0 +1,177 @@
+"""Every Lua script askq runs in Redis. Each makes one multi-key change atomic.
+
+Scripts return numbers as strings where they may be fractional: Redis truncates Lua
+numbers in replies to integers.
+"""
+
+from __future__ import annotations
+
+SUBMIT = """
+-- KEYS: job, batch_jobs, batch_counts, counts, due, deadlines, thread_queue
+-- ARGV: job_id, record, now, deadline, has_batch, has_thread, batch_ttl
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'version', 1, 'status', 'pending', 'record', ARGV[2],
+           'next', 'askq.start')
+redis.call('HINCRBY', KEYS[4], 'pending', 1)
+if ARGV[5] == '1' then
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+  redis.call('HINCRBY', KEYS[3], 'pending', 1)
+  redis.call('EXPIRE', KEYS[2], ARGV[7])
+  redis.call('EXPIRE', KEYS[3], ARGV[7])
+end
+redis.call('ZADD', KEYS[6], ARGV[4], ARGV[1])
+local runnable = true
+if ARGV[6] == '1' then
+  -- jobs on one thread run one after another: only the head of its queue is due
+  if redis.call('RPUSH', KEYS[7], ARGV[1]) > 1 then runnable = false end
+end
+if runnable then redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1]) end
+return 1
+"""
+
+TRANSITION = """
+-- Compare-and-set of a job record on its version, with every index kept in step.
+-- KEYS: job, due, deadlines, inflight, waiting, counts, batch_counts, thread_queue, wake
+-- ARGV: 1 expected_version, 2 record, 3 old_status, 4 new_status, 5 next_task,
+--       6 due ('' keep, '-' remove, else epoch s), 7 terminal, 8 ttl, 9 now,
+--       10 has_batch, 11 has_thread, 12 max_inflight, 13 job_id
+local v = redis.call('HGET', KEYS[1], 'version')
+if v ~= ARGV[1] then return 0 end
+local id = ARGV[13]
+local now = ARGV[9]
+local version = tonumber(v) + 1
+redis.call('HSET', KEYS[1], 'version', version, 'record', ARGV[2], 'status', ARGV[4],
+           'next', ARGV[5])
+if ARGV[3] ~= ARGV[4] then
+  redis.call('HINCRBY', KEYS[6], ARGV[3], -1)
+  redis.call('HINCRBY', KEYS[6], ARGV[4], 1)
+  if ARGV[10] == '1' then
+    redis.call('HINCRBY', KEYS[7], ARGV[3], -1)
+    redis.call('HINCRBY', KEYS[7], ARGV[4], 1)
+  end
+end
+if ARGV[6] == '-' then
+  redis.call('ZREM', KEYS[2], id)
+elseif ARGV[6] ~= '' then
+  redis.call('ZADD', KEYS[2], ARGV[6], id)
+  if tonumber(ARGV[6]) <= tonumber(now) then redis.call('RPUSH', KEYS[9], '1') end
+end
+if ARGV[7] == '1' then
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('ZREM', KEYS[3], id)
+  redis.call('ZREM', KEYS[5], id)
+  redis.call('HDEL', KEYS[1], 'ticket', 'next')
+  redis.call('EXPIRE', KEYS[1], ARGV[8])
+  if redis.call('ZREM', KEYS[4], id) == 1 then
+    -- hand the freed slot straight to the longest waiter (FIFO, no thundering herd)
+    local max = tonumber(ARGV[12])
+    while redis.call('ZCARD', KEYS[4]) < max do
+      local head = redis.call('ZRANGE', KEYS[5], 0, 0)
+      if #head == 0 then break end
+      redis.call('ZREM', KEYS[5], head[1])
+      redis.call('ZADD', KEYS[4], now, head[1])
+      redis.call('ZADD', KEYS[2], now, head[1])
+      redis.call('RPUSH', KEYS[9], '1')
+    end
+  end
+  if ARGV[11] == '1' then
+    redis.call('LREM', KEYS[8], 1, id)
+    local head = redis.call('LINDEX', KEYS[8], 0)
+    if head then
+      redis.call('ZADD', KEYS[2], now, head)
+      redis.call('RPUSH', KEYS[9], '1')
+    end
+  end
+end
+redis.call('LTRIM', KEYS[9], 0, 63)
+return version
+"""
+
+CLAIM_DUE = """
+-- Claim due jobs: re-score each to its lease end (so a lost message is retried by the
+-- sweep) and give it a ticket that exactly one task message may take.
+-- KEYS: due; ARGV: now, limit, lease_until, job_prefix
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local out = {}
+for _, id in ipairs(ids) do
+  local key = ARGV[4] .. id
+  local task = redis.call('HGET', key, 'next')
+  if (not task) or task == '' then
+    redis.call('ZREM', KEYS[1], id)
+  else
+    redis.call('ZADD', KEYS[1], ARGV[3], id)
+    redis.call('HSET', key, 'ticket', '1')
+    out[#out + 1] = id
+    out[#out + 1] = task
+  end
+end
+return out
+"""
+
+ACQUIRE_SLOT = """
+-- Take one of max_inflight slots for a job, or queue it (FIFO) for the next free one.
+-- KEYS: inflight, waiting, due, seq; ARGV: job_id, max_inflight, now
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 1 end
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  local head = redis.call('ZRANGE', KEYS[2], 0, 0)
+  if #head == 0 or head[1] == ARGV[1] then
+    redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+    redis.call('ZREM', KEYS[2], ARGV[1])
+    return 1
+  end
+end
+if redis.call('ZSCORE', KEYS[2], ARGV[1]) == false then
+  redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[4]), ARGV[1])
+end
+redis.call('ZREM', KEYS[3], ARGV[1])
+return 0
+"""
+
+RECLAIM_SLOTS = """
+-- Sweep: free slots held by jobs that are finished or gone, then promote waiters.
+-- KEYS: inflight, waiting, due, wake; ARGV: job_prefix, max_inflight, now
+local freed = 0
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local status = redis.call('HGET', ARGV[1] .. id, 'status')
+  if (not status) or status == 'completed' or status == 'failed' or status == 'cancelled'
+     or status == 'expired' or status == 'incomplete' then
+    redis.call('ZREM', KEYS[1], id)
+    freed = freed + 1
+  end
+end
+local max = tonumber(ARGV[2])
+while redis.call('ZCARD', KEYS[1]) < max do
+  local head = redis.call('ZRANGE', KEYS[2], 0, 0)
+  if #head == 0 then break end
+  redis.call('ZREM', KEYS[2], head[1])
+  redis.call('ZADD', KEYS[1], ARGV[3], head[1])
+  redis.call('ZADD', KEYS[3], ARGV[3], head[1])
+  redis.call('RPUSH', KEYS[4], '1')
+end
+return freed
+"""
+
+GCRA = """
+-- Global request budget (generic cell rate algorithm). Returns the wait in ms, as a
+-- string; '0' means the requests may go now. force=1 spends the budget even when
+-- exhausted (a follow-up request that must not be split from its first one).
+-- KEYS: rate; ARGV: now_ms, interval_ms, burst, quantity, force
+local now = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + tonumber(ARGV[4]) * interval
+local allow_at = new_tat - tonumber(ARGV[3]) * interval
+if ARGV[5] ~= '1' and allow_at > now then return tostring(allow_at - now) end
+redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(new_tat - now + 1000))
+return '0'
+"""
+
+TAKE_CANCEL = """
+-- Exactly one askq.cancel message acts on a cancel request. KEYS: job
+if redis.call('HGET', KEYS[1], 'cancel') == 'requested' then
+  redis.call('HSET', KEYS[1], 'cancel', 'taken')
+  return 1
+end
+return 0
+"""

@@ -1,0 +1,255 @@
+"""The job state machine: pure functions of (job record, event) → (new record, next step).
+
+No Redis, no HTTP, no clock: the tasks load a record, ask this module what to do, store the
+answer with a compare-and-set and dispatch the next task. Every function returns a `Step`
+whose `task` is the one task that drives the job on, and `at` when; a terminal record has
+neither, a live record always has both (so no job is ever left live with no lease).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from worker.errors import ApiError, FinalApiError, RetryableApiError, ThreadBusy
+from worker.models import ErrorInfo, JobRecord, ToolCall, ToolCallRecord, Usage
+from worker.states import RUN_STATUS, JobStatus
+
+
+class Task(StrEnum):
+    START = "askq.start"
+    """Create the remote run (thread first, for exactly-once)."""
+    POLL = "askq.poll"
+    """Read the run's status; fetch the answer when it is done."""
+    ACT = "askq.act"
+    """Run the tools a `requires_action` run asked for and submit their outputs."""
+    CANCEL = "askq.cancel"
+    """Act on a cancel request."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What one look at a remote run told askq, in protocol-neutral words."""
+
+    status: str
+    run_id: str
+    thread_id: str | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    answer: str | None = None
+    usage: Usage | None = None
+    error: ErrorInfo | None = None
+    poll_after_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    record: JobRecord
+    task: Task | None
+    at: float | None
+
+    @property
+    def terminal(self) -> bool:
+        return self.record.status.terminal
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """When to look at a run again: never sooner than the server's hint; without one a
+    back-off from `min_s` to `max_s`; with jitter either way, because hints and equal
+    back-offs otherwise re-synchronise thousands of polls into bursts."""
+
+    min_s: float = 0.5
+    max_s: float = 8.0
+    factor: float = 1.5
+    jitter: float = 0.1
+
+    def delay(
+        self,
+        polls: int,
+        hint_s: float | None,
+        rng: random.Random,
+        expected_s: float | None = None,
+        elapsed_s: float = 0.0,
+    ) -> float:
+        if hint_s is not None:
+            return hint_s * (1 + rng.uniform(0, self.jitter))
+        backoff = min(self.max_s, self.min_s * self.factor**polls)
+        if expected_s is not None and elapsed_s < expected_s:
+            backoff = max(self.min_s, min(self.max_s, expected_s - elapsed_s))
+        return backoff * (1 + rng.uniform(-self.jitter, self.jitter))
+
+    def retry_delay(self, attempt: int, retry_after_s: float | None, rng: random.Random) -> float:
+        """Back-off for a failed API call (429, 5xx, timeout): exponential with full
+        jitter, never sooner than `Retry-After`."""
+        ceiling = min(60.0, self.min_s * 2**attempt)
+        delay = rng.uniform(ceiling / 2, ceiling)
+        return max(delay, retry_after_s or 0.0)
+
+
+def _dt(now: float) -> datetime:
+    return datetime.fromtimestamp(now, UTC)
+
+
+def finish(
+    job: JobRecord, status: JobStatus, now: float, error: ErrorInfo | None = None
+) -> Step:
+    record = job.model_copy(
+        update={
+            "status": status,
+            "finished_at": _dt(now),
+            "error": error if error is not None else job.error,
+            "required_calls": [],
+        }
+    )
+    return Step(record, None, None)
+
+
+def timed_out(job: JobRecord, now: float) -> bool:
+    return now >= job.deadline_at.timestamp() and not job.status.terminal
+
+
+def on_timeout(job: JobRecord, now: float) -> Step:
+    """ASKQ_JOB_TIMEOUT_S passed; the task cancels any remote run before storing this."""
+    return finish(
+        job,
+        JobStatus.EXPIRED,
+        now,
+        ErrorInfo(code="job_timeout", message="the job was not finished within its timeout"),
+    )
+
+
+def on_thread_created(job: JobRecord, thread_id: str, now: float) -> Step:
+    record = job.model_copy(update={"thread_id": thread_id, "thread_created": True})
+    return Step(record, Task.START, now)
+
+
+def on_message_added(job: JobRecord, message_id: str, now: float) -> Step:
+    return Step(job.model_copy(update={"message_id": message_id}), Task.START, now)
+
+
+def on_started(
+    job: JobRecord,
+    snap: Snapshot,
+    now: float,
+    policy: PollPolicy,
+    rng: random.Random,
+    expected_s: float | None = None,
+) -> Step:
+    """The run exists (created now, or adopted after a crash)."""
+    record = job.model_copy(
+        update={
+            "status": JobStatus.RUNNING,
+            "run_id": snap.run_id,
+            "thread_id": snap.thread_id or job.thread_id,
+            "run_ids": [*job.run_ids, snap.run_id]
+            if snap.run_id not in job.run_ids
+            else job.run_ids,
+            "started_at": job.started_at or _dt(now),
+            "api_retries": 0,
+        }
+    )
+    return on_snapshot(record, snap, now, policy, rng, expected_s, first=True)
+
+
+def on_snapshot(
+    job: JobRecord,
+    snap: Snapshot,
+    now: float,
+    policy: PollPolicy,
+    rng: random.Random,
+    expected_s: float | None = None,
+    *,
+    first: bool = False,
+) -> Step:
+    """Fold one observation of the remote run into the job."""
+    status = RUN_STATUS.get(snap.status)
+    polls = job.polls if first else job.polls + 1
+    usage = snap.usage if snap.usage is not None else job.usage
+    base = job.model_copy(update={"polls": polls, "usage": usage, "api_retries": 0})
+    if status is None:
+        return finish(
+            base,
+            JobStatus.FAILED,
+            now,
+            ErrorInfo(code="unknown_status", message=f"the API reported status {snap.status!r}"),
+        )
+    if status is JobStatus.COMPLETED:
+        record = base.model_copy(update={"answer": snap.answer})
+        return finish(record, JobStatus.COMPLETED, now)
+    if status.terminal:
+        return finish(base, status, now, snap.error)
+    if status is JobStatus.REQUIRES_ACTION and job.status is not JobStatus.CANCELLING:
+        record = base.model_copy(
+            update={"status": JobStatus.REQUIRES_ACTION, "required_calls": snap.tool_calls}
+        )
+        return Step(record, Task.ACT, now)
+    keep = JobStatus.CANCELLING if job.status is JobStatus.CANCELLING else JobStatus.RUNNING
+    if status is JobStatus.CANCELLING:
+        keep = JobStatus.CANCELLING
+    elapsed = now - job.started_at.timestamp() if job.started_at else 0.0
+    delay = policy.delay(polls, snap.poll_after_s, rng, expected_s, elapsed)
+    return Step(base.model_copy(update={"status": keep}), Task.POLL, now + delay)
+
+
+def on_api_error(
+    job: JobRecord,
+    error: ApiError,
+    task: Task,
+    now: float,
+    policy: PollPolicy,
+    rng: random.Random,
+    max_retries: int,
+) -> Step:
+    """Retry what may succeed later (re-enqueued with back-off, never slept); fail the job
+    with the API's own message when retrying cannot help."""
+    info = ErrorInfo(code=error.code, message=error.message)
+    if isinstance(error, RetryableApiError):
+        busy = isinstance(error, ThreadBusy)
+        retries = job.api_retries if busy else job.api_retries + 1
+        if retries > max_retries:
+            return finish(job, JobStatus.FAILED, now, info)
+        record = job.model_copy(update={"api_retries": retries})
+        delay = policy.retry_delay(retries, error.retry_after, rng)
+        return Step(record, task, now + delay)
+    assert isinstance(error, FinalApiError)
+    return finish(job, JobStatus.FAILED, now, info)
+
+
+def on_tools_done(
+    job: JobRecord, records: list[ToolCallRecord], snap: Snapshot, now: float,
+    policy: PollPolicy, rng: random.Random,
+) -> Step:
+    """Outputs were submitted; the run (or a new response, for Responses) goes on."""
+    record = job.model_copy(
+        update={
+            "status": JobStatus.RUNNING,
+            "tool_calls": [*job.tool_calls, *records],
+            "required_calls": [],
+            "run_id": snap.run_id,
+            "run_ids": job.run_ids if snap.run_id in job.run_ids else [*job.run_ids, snap.run_id],
+        }
+    )
+    return on_snapshot(record, snap, now, policy, rng, first=True)
+
+
+def on_cancel_requested(job: JobRecord, now: float) -> Step | None:
+    """None: nothing to change (already terminal or already cancelling). A job with no
+    remote run ends at once; one with a run goes `cancelling` and is polled to its end."""
+    if job.status.terminal or job.status is JobStatus.CANCELLING:
+        return None
+    if job.status is JobStatus.PENDING and job.run_id is None:
+        return finish(job, JobStatus.CANCELLED, now)
+    record = job.model_copy(update={"status": JobStatus.CANCELLING, "cancel_sent": True})
+    return Step(record, Task.POLL, now)
+
+
+def next_for(job: JobRecord) -> Task | None:
+    """The task that drives a stored job on (used when re-dispatching after a lease)."""
+    return {
+        JobStatus.PENDING: Task.START,
+        JobStatus.RUNNING: Task.POLL,
+        JobStatus.CANCELLING: Task.POLL,
+        JobStatus.REQUIRES_ACTION: Task.ACT,
+    }.get(job.status)

@@ -1,0 +1,204 @@
+"""Records askq keeps in Redis and shows to users, as pydantic models serialised to JSON.
+
+`JobRequest` is what a producer asks for; `JobRecord` is the whole life of one job (the
+source of truth, invariant 1 of docs/design.md); `JobResult` is the public result record.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from worker.errors import RecordError
+from worker.states import JobStatus
+
+MAX_USER_METADATA_KEYS = 15
+"""The API allows 16 metadata keys per run; askq keeps one (`askq_job`) for itself."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Message(BaseModel):
+    """One message of a conversation given up front (`system` goes to instructions)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["user", "assistant"]
+    content: str
+
+
+class JobRequest(BaseModel):
+    """What a producer asks for: one question (or a short conversation) for one run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question: str | None = None
+    messages: list[Message] | None = None
+    custom_id: str | None = None
+    thread_id: str | None = None
+    assistant_id: str | None = None
+    model: str | None = None
+    instructions: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = Field(
+        default=None,
+        description="Mapped to max_completion_tokens (Assistants) or max_output_tokens (Responses).",
+    )
+    tools: list[str] | None = Field(
+        default=None, description="Names of registered tools this job may use; None means all."
+    )
+
+    @model_validator(mode="after")
+    def _one_prompt(self) -> JobRequest:
+        if (self.question is None) == (self.messages is None):
+            raise ValueError("give exactly one of 'question' or 'messages'")
+        if self.question is not None and not self.question.strip():
+            raise ValueError("'question' is empty")
+        if self.messages is not None:
+            if not self.messages:
+                raise ValueError("'messages' is empty")
+            if self.messages[-1].role != "user":
+                raise ValueError("the last message must come from the user")
+        if len(self.metadata) > MAX_USER_METADATA_KEYS:
+            raise ValueError(f"'metadata' holds at most {MAX_USER_METADATA_KEYS} keys")
+        if "askq_job" in self.metadata:
+            raise ValueError("'metadata' key 'askq_job' is reserved for askq")
+        return self
+
+    def conversation(self) -> list[Message]:
+        """The messages to put on the thread, in order."""
+        if self.messages is not None:
+            return list(self.messages)
+        assert self.question is not None
+        return [Message(role="user", content=self.question)]
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            total_tokens=self.total_tokens + other.total_tokens,
+        )
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+
+
+class ToolCall(BaseModel):
+    """A function call the run asked for."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+class ToolCallRecord(BaseModel):
+    """A tool call askq ran, as shown in results."""
+
+    id: str
+    name: str
+    arguments: str
+    output: str
+    error: str | None = None
+    duration_s: float = 0.0
+
+
+class JobRecord(BaseModel):
+    """Everything askq knows about one job; stored as JSON under its job key."""
+
+    job_id: str
+    batch_id: str | None = None
+    seq: int = 0
+    request: JobRequest
+    status: JobStatus = JobStatus.PENDING
+    thread_id: str | None = None
+    thread_created: bool = Field(
+        default=False, description="askq created this thread (so it may list its runs to adopt)."
+    )
+    message_id: str | None = Field(
+        default=None, description="The message askq added to an existing thread."
+    )
+    run_id: str | None = None
+    run_ids: list[str] = Field(
+        default_factory=list, description="Every run/response of this job, oldest first."
+    )
+    answer: str | None = None
+    usage: Usage | None = None
+    error: ErrorInfo | None = None
+    required_calls: list[ToolCall] = Field(default_factory=list)
+    tool_calls: list[ToolCallRecord] = Field(default_factory=list)
+    polls: int = 0
+    api_retries: int = 0
+    cancel_sent: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    deadline_at: datetime
+
+    def to_json(self) -> str:
+        return self.model_dump_json(exclude_defaults=True)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> JobRecord:
+        try:
+            return cls.model_validate_json(raw)
+        except ValidationError as exc:
+            raise RecordError(f"unreadable job record: {exc.errors()[0]['msg']}") from exc
+
+    def result(self) -> JobResult:
+        return JobResult(
+            job_id=self.job_id,
+            batch_id=self.batch_id,
+            custom_id=self.request.custom_id,
+            status=self.status,
+            answer=self.answer if self.status is JobStatus.COMPLETED else None,
+            thread_id=self.thread_id,
+            run_id=self.run_id,
+            usage=self.usage,
+            error=self.error,
+            tool_calls=self.tool_calls,
+            created_at=self.created_at,
+            finished_at=self.finished_at,
+        )
+
+
+class JobResult(BaseModel):
+    """The public result record (`askq results`, `askq status --json`)."""
+
+    job_id: str
+    batch_id: str | None
+    custom_id: str | None
+    status: JobStatus
+    answer: str | None
+    thread_id: str | None
+    run_id: str | None
+    usage: Usage | None
+    error: ErrorInfo | None
+    tool_calls: list[ToolCallRecord]
+    created_at: datetime
+    finished_at: datetime | None
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class BatchRecord(BaseModel):
+    """A named group of jobs; job ids are kept in input order in their own Redis list."""
+
+    batch_id: str
+    name: str | None = None
+    size: int = 0
+    created_at: datetime = Field(default_factory=utcnow)

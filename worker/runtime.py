@@ -1,0 +1,118 @@
+"""Per-process resources of a worker: settings, Redis, the HTTP pool, the adapter.
+
+Prefork forks after import, so nothing here is created at import time: `runtime()` builds
+them on first use in each process (checked by pid) and the children never share a socket.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import redis
+
+from worker.adapters.assistants import AssistantsAdapter
+from worker.adapters.base import Adapter
+from worker.machine import PollPolicy
+from worker.models import JobRecord
+from worker.settings import Settings, get_settings
+from worker.store import JobStore, connect
+from worker.tools import REGISTRY, ToolRegistry
+
+USER_AGENT = "askq/0.1"
+
+
+def http_client(settings: Settings) -> httpx.Client:
+    headers = {"User-Agent": USER_AGENT}
+    key = settings.api_key.get_secret_value()
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    return httpx.Client(
+        base_url=settings.api_base + "/",
+        headers=headers,
+        timeout=httpx.Timeout(settings.http_timeout_s, connect=10.0),
+        limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+    )
+
+
+def tool_specs_for(registry: ToolRegistry, style: str) -> Any:
+    def specs(job: JobRecord) -> list[dict[str, Any]]:
+        tools = registry.select(job.request.tools)
+        if style == "responses":
+            return [t.responses_spec() for t in tools]
+        return [t.assistants_spec() for t in tools]
+
+    return specs
+
+
+def make_adapter(
+    settings: Settings,
+    client: httpx.Client,
+    registry: ToolRegistry = REGISTRY,
+    hook: Any = None,
+) -> Adapter:
+    specs = tool_specs_for(registry, settings.api_style)
+    if settings.api_style == "responses":
+        from worker.adapters.responses import ResponsesAdapter
+
+        return ResponsesAdapter(client, model=settings.model, tool_specs=specs, hook=hook)
+    return AssistantsAdapter(
+        client, assistant_id=settings.assistant_id, tool_specs=specs, hook=hook
+    )
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    redis: redis.Redis
+    store: JobStore
+    http: httpx.Client
+    adapter: Adapter
+    policy: PollPolicy
+    rng: random.Random
+    tools: ToolRegistry
+    pid: int
+
+    def count_request(self, route: str, status: int) -> None:
+        try:
+            self.redis.hincrby(self.store.keys.api_requests, f"{route} {status}", 1)
+        except redis.RedisError:
+            pass
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+
+
+def build_runtime(settings: Settings, registry: ToolRegistry = REGISTRY) -> Runtime:
+    client = connect(settings)
+    http = http_client(settings)
+    runtime = Runtime(
+        settings=settings,
+        redis=client,
+        store=JobStore(client, settings),
+        http=http,
+        adapter=None,  # type: ignore[arg-type]
+        policy=PollPolicy(min_s=settings.poll_min_s, max_s=settings.poll_max_s),
+        rng=random.Random(),
+        tools=registry,
+        pid=os.getpid(),
+    )
+    runtime.adapter = make_adapter(settings, http, registry, runtime.count_request)
+    return runtime
+
+
+def runtime() -> Runtime:
+    """This process's runtime, built on first use after a fork."""
+    global _runtime
+    current = _runtime
+    if current is not None and current.pid == os.getpid():
+        return current
+    with _lock:
+        if _runtime is None or _runtime.pid != os.getpid():
+            _runtime = build_runtime(get_settings())
+        return _runtime

@@ -1,0 +1,114 @@
+"""askq settings: environment variables with the `ASKQ_` prefix, and `.env`.
+
+Secrets (the API key, passwords inside URLs) live only here; tasks receive job ids, never
+settings, so nothing secret reaches a broker message, a log line or Flower.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from worker.errors import ConfigError
+
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+
+
+def is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Unknown `ASKQ_` variables and `.env` entries are ignored
+    (a shared `.env` must never stop a worker from starting)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ASKQ_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    redis_url: str = "redis://localhost:6379/0"
+    api_base: str = "http://127.0.0.1:8787/v1"
+    api_key: SecretStr = SecretStr("")
+    api_style: Literal["assistants", "responses"] = "assistants"
+    assistant_id: str = ""
+    model: str = ""
+    tool_modules: str = ""
+    max_inflight: int = Field(default=256, ge=1)
+    rate_limit_rpm: int = Field(default=0, ge=0)
+    poll_min_s: float = Field(default=0.5, gt=0)
+    poll_max_s: float = Field(default=8.0, gt=0)
+    poll_predict: bool = True
+    job_timeout_s: float = Field(default=3600, gt=0)
+    result_ttl_s: int = Field(default=604800, ge=1)
+
+    key_prefix: str = Field(default="askq", min_length=1)
+    http_timeout_s: float = Field(default=30.0, gt=0)
+    max_api_retries: int = Field(default=8, ge=0)
+    tool_timeout_s: float = Field(default=30.0, gt=0)
+    sweep_interval_s: float = Field(default=2.0, gt=0)
+    lease_margin_s: float = Field(default=5.0, gt=0)
+    heartbeat_file: str = ""
+
+    @field_validator("api_base")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError(f"ASKQ_API_BASE must be an http(s) URL, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("ASKQ_REDIS_URL must start with redis://, rediss:// or unix://")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if not self.api_key.get_secret_value() and not is_loopback(self.api_base):
+            raise ValueError(
+                f"ASKQ_API_KEY is required when ASKQ_API_BASE is not on this machine "
+                f"({self.api_base})"
+            )
+        if self.poll_min_s > self.poll_max_s:
+            raise ValueError("ASKQ_POLL_MIN_S must not exceed ASKQ_POLL_MAX_S")
+        return self
+
+    @property
+    def tool_module_names(self) -> list[str]:
+        return [name.strip() for name in self.tool_modules.split(",") if name.strip()]
+
+    @property
+    def lease_s(self) -> float:
+        """How long a dispatched task may run before the sweep hands its job to another worker:
+        a task makes at most a few API calls, each bounded by the HTTP timeout."""
+        return 2 * self.http_timeout_s + self.lease_margin_s
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings, turning a validation failure into one readable `ConfigError` line."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        where = f"ASKQ_{field.upper()}: " if field else ""
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"invalid settings: {where}{message}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return load_settings()
