@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -59,10 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_from_args(args)
     except (ValidationError, ValueError) as exc:
         parser.error(str(exc))
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         run(config, host=args.host, port=args.port)
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

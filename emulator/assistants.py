@@ -20,7 +20,6 @@ from emulator.engine import (
     Plan,
     Script,
     ToolCall,
-    count_tokens,
     first_plan,
     new_id,
     parse_script,
@@ -300,7 +299,9 @@ def _finish(state: EmulatorState, run: Run, status: str, at: float) -> None:
         msg_status = "completed" if status == "completed" else "incomplete"
         for text in plan.answers:
             run.thread.messages.append(
-                _message(run.thread, "assistant", _text_content(text), at, run=run, status=msg_status)
+                _message(
+                    run.thread, "assistant", _text_content(text), at, run=run, status=msg_status
+                )
             )
     if run.thread.active_run is run:
         run.thread.active_run = None
@@ -491,7 +492,14 @@ def _new_thread(state: EmulatorState, body: dict[str, Any], now: float) -> Threa
     )
     for m in parsed:
         thread.messages.append(
-            _message(thread, m["role"], m["content"], now, metadata=m["metadata"], attachments=m["attachments"])
+            _message(
+                thread,
+                m["role"],
+                m["content"],
+                now,
+                metadata=m["metadata"],
+                attachments=m["attachments"],
+            )
         )
     state.threads[thread.id] = thread
     return thread
@@ -526,7 +534,14 @@ def _create_run(state: EmulatorState, thread: Thread, body: dict[str, Any], now:
     for raw in body.get("additional_messages") or []:
         m = _parse_message(raw, "additional_messages.")
         thread.messages.append(
-            _message(thread, m["role"], m["content"], now, metadata=m["metadata"], attachments=m["attachments"])
+            _message(
+                thread,
+                m["role"],
+                m["content"],
+                now,
+                metadata=m["metadata"],
+                attachments=m["attachments"],
+            )
         )
     assistant_id = body["assistant_id"]
     # Any assistant id is accepted (askq's default setup names none it created); a known one
@@ -539,9 +554,7 @@ def _create_run(state: EmulatorState, thread: Thread, body: dict[str, Any], now:
     if instructions is None:
         instructions = (assistant.instructions if assistant else None) or ""
     model = body.get("model") or (assistant.model if assistant else DEFAULT_MODEL)
-    question = next(
-        (message_text(m) for m in reversed(thread.messages) if m["role"] == "user"), ""
-    )
+    question = next((message_text(m) for m in reversed(thread.messages) if m["role"] == "user"), "")
     script = parse_script(question)
     config = state.config
     run_time = config.run_time_s if script.run_time_s is None else script.run_time_s
@@ -718,7 +731,12 @@ async def create_message(request: Request) -> Response:
     if thread.active_run is not None:
         raise _busy_messages(state, thread)
     message = _message(
-        thread, parsed["role"], parsed["content"], now, metadata=parsed["metadata"], attachments=parsed["attachments"]
+        thread,
+        parsed["role"],
+        parsed["content"],
+        now,
+        metadata=parsed["metadata"],
+        attachments=parsed["attachments"],
     )
     thread.messages.append(message)
     return json_response(message)
@@ -810,7 +828,9 @@ async def submit_tool_outputs(request: Request) -> Response:
     if outputs is None:
         raise _missing("tool_outputs")
     if not isinstance(outputs, list):
-        raise ApiError(400, "Invalid type for 'tool_outputs': expected an array.", param="tool_outputs")
+        raise ApiError(
+            400, "Invalid type for 'tool_outputs': expected an array.", param="tool_outputs"
+        )
     advance(state, run, now)
     if run.status != "requires_action":
         raise ApiError(400, f'Runs in status "{run.status}" do not accept tool outputs.')

@@ -34,7 +34,9 @@ def thread_to_chat(
 def assistant_tools_to_chat(tools: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Assistants function tools already have chat's shape; other tool types are dropped."""
     return [
-        {"type": "function", "function": t["function"]} for t in tools if t.get("type") == "function"
+        {"type": "function", "function": t["function"]}
+        for t in tools
+        if t.get("type") == "function"
     ]
 
 
@@ -140,3 +142,40 @@ def _arguments(raw: Any) -> str:
     if isinstance(raw, str):
         return raw
     return json.dumps(raw if raw is not None else {})
+
+
+def items_to_chat(
+    instructions: str | None, items: Iterable[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Responses items (history + input) as chat messages; adjacent function calls share one
+    assistant message, as chat servers expect."""
+    chat: list[dict[str, Any]] = (
+        [{"role": "system", "content": instructions}] if instructions else []
+    )
+    for item in items:
+        kind = item.get("type")
+        if kind == "message":
+            role = "system" if item.get("role") == "developer" else item.get("role", "user")
+            content = item.get("content")
+            if isinstance(content, list):
+                content = "\n".join(
+                    p.get("text", "") for p in content if isinstance(p, dict) and "text" in p
+                )
+            chat.append({"role": role, "content": content or ""})
+        elif kind == "function_call":
+            call = {
+                "id": item["call_id"],
+                "type": "function",
+                "function": {
+                    "name": item.get("name", ""),
+                    "arguments": item.get("arguments", "{}"),
+                },
+            }
+            last = chat[-1] if chat else None
+            if last is not None and last.get("role") == "assistant" and last.get("tool_calls"):
+                last["tool_calls"].append(call)
+            else:
+                chat.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind == "function_call_output":
+            chat.append(tool_result_message(item["call_id"], item.get("output", "")))
+    return chat

@@ -1,4 +1,4 @@
-"""Emulator configuration: one pydantic model, changeable at run time via PATCH /_emulator/config."""
+"""Emulator configuration: one pydantic model, changeable at run time (PATCH /_emulator/config)."""
 
 from __future__ import annotations
 

@@ -237,9 +237,7 @@ def first_plan(script: Script, prompt_text: str, new_call_id: Callable[[], str])
     return _terminal_plan(script, [answer_for(script.question)], prompt_tokens)
 
 
-def plan_after_tools(
-    script: Script, results: Sequence[tuple[str, str]], prompt_text: str
-) -> Plan:
+def plan_after_tools(script: Script, results: Sequence[tuple[str, str]], prompt_text: str) -> Plan:
     """The plan once tool outputs are in: an answer that quotes every output."""
     text = "\n".join(f"{name} returned: {output}" for name, output in results)
     return _terminal_plan(script, [text], count_tokens(prompt_text))

@@ -51,7 +51,7 @@ class ActiveTracker:
 
 
 class Stats:
-    """Per-route, per-status and per-run counters; `snapshot()` is what the control route returns."""
+    """Per-route, per-status and per-run counters; `snapshot()` feeds the stats route."""
 
     def __init__(self) -> None:
         self.requests: Counter[str] = Counter()
@@ -68,7 +68,9 @@ class Stats:
         self.request_times: list[float] = []
         self.tracker = ActiveTracker()
 
-    def run_created(self, key: str, metadata: dict[str, Any] | None, end: float, now: float) -> None:
+    def run_created(
+        self, key: str, metadata: dict[str, Any] | None, end: float, now: float
+    ) -> None:
         job = (metadata or {}).get("askq_job")
         if job is not None:
             self.runs_by_job[str(job)] += 1

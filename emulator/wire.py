@@ -53,9 +53,7 @@ class ApiError(Exception):
         }
 
 
-def json_response(
-    obj: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> Response:
+def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(_dumps(obj), status_code=status, headers=headers, media_type="application/json")
 
 
@@ -98,9 +96,7 @@ def reject_unknown_parameter(body: dict[str, Any], allowed: frozenset[str]) -> N
     """Responses-style strictness (the newer API words it differently)."""
     for key in body:
         if key not in allowed:
-            raise ApiError(
-                400, f"Unknown parameter: '{key}'.", param=key, code="unknown_parameter"
-            )
+            raise ApiError(400, f"Unknown parameter: '{key}'.", param=key, code="unknown_parameter")
 
 
 _JSON_TYPES: dict[type, str] = {

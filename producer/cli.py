@@ -278,8 +278,11 @@ def results(batch_id: str, fmt: str, output: str | None) -> None:
 
 
 @main.command()
-@click.option("--questions", type=click.Path(exists=True, dir_okay=False),
-              help="Ask these instead of the sample batch.")
+@click.option(
+    "--questions",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Ask these instead of the sample batch.",
+)
 @click.option("--concurrency", type=int, default=8, help="Worker threads (default 8).")
 @guarded
 def demo(questions: str | None, concurrency: int) -> None:
@@ -293,8 +296,9 @@ def demo(questions: str | None, concurrency: int) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8787, show_default=True)
-@click.option("--engine", type=click.Choice(["scripted", "chat"]), default="scripted",
-              show_default=True)
+@click.option(
+    "--engine", type=click.Choice(["scripted", "chat"]), default="scripted", show_default=True
+)
 @click.option("--upstream", help="Chat-completions base URL for --engine chat.")
 @click.option("--upstream-model", help="Model name sent upstream.")
 @click.option("--run-time", type=float, default=None, help="Seconds a scripted run takes.")

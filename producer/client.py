@@ -189,5 +189,3 @@ def _as_request(item: JobRequest | str | dict[str, Any]) -> JobRequest:
         return JobRequest.model_validate(item)
     except ValueError as exc:
         raise InputError(f"bad job: {exc}") from exc
-
-

@@ -74,8 +74,10 @@ def run_demo(questions: str | None, concurrency: int) -> int:
         else:
             server = stack.enter_context(LocalRedis())
             redis_url = server.url
-            console.print(f"[dim]Redis: none at ASKQ_REDIS_URL; started a private one "
-                          f"({server.binary}, port {server.port})[/]")
+            console.print(
+                f"[dim]Redis: none at ASKQ_REDIS_URL; started a private one "
+                f"({server.binary}, port {server.port})[/]"
+            )
         emulator = serve_in_subprocess(EmulatorConfig(run_time_s=DEMO_RUN_TIME_S))
         stack.callback(emulator.stop)
         console.print(f"[dim]Emulator: {emulator.url} (scripted engine)[/]")
@@ -90,11 +92,16 @@ def run_demo(questions: str | None, concurrency: int) -> int:
         log = Path(tempfile.gettempdir()) / "askq-demo-worker.log"
         worker = start_worker(env, concurrency, log)
         stack.callback(stop_worker, worker)
-        console.print(f"[dim]Worker: celery -A worker worker (pid {worker.pid}, "
-                      f"{concurrency} threads, log {log})[/]")
+        console.print(
+            f"[dim]Worker: celery -A worker worker (pid {worker.pid}, "
+            f"{concurrency} threads, log {log})[/]"
+        )
         demo_settings = settings.model_copy(
-            update={"redis_url": redis_url, "api_base": emulator.url,
-                    "assistant_id": DEMO_ASSISTANT}
+            update={
+                "redis_url": redis_url,
+                "api_base": emulator.url,
+                "assistant_id": DEMO_ASSISTANT,
+            }
         )
         client = Client(demo_settings)
         stack.callback(client.close)
@@ -111,8 +118,12 @@ def run_demo(questions: str | None, concurrency: int) -> int:
         ):
             answer = result.answer or (result.error.message if result.error else "")
             style = "green" if result.status is JobStatus.COMPLETED else "red"
-            table.add_row(str(index), item.request.question or "", 
-                          f"[{style}]{result.status.value}[/]", answer)
+            table.add_row(
+                str(index),
+                item.request.question or "",
+                f"[{style}]{result.status.value}[/]",
+                answer,
+            )
         Console().print(table)
         console.print(
             f"{status.completed}/{status.size} completed. Results: "

@@ -7,6 +7,8 @@ only help, and no delay ever lives in a worker's memory (no countdown/eta: celer
 
 from __future__ import annotations
 
+import logging
+
 from celery import Celery
 from kombu import Exchange, Queue
 
@@ -18,6 +20,8 @@ cancels never wait behind thousands of polls, and each backlog is visible on its
 
 
 def create_app(settings: Settings) -> Celery:
+    # one INFO line per API request would drown the worker log; errors still show
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     app = Celery("askq", include=["worker.tasks"])
     app.conf.update(
         broker_url=settings.redis_url,
@@ -49,8 +53,9 @@ def create_app(settings: Settings) -> Celery:
         worker_enable_soft_shutdown_on_idle=False,
         worker_hijack_root_logger=False,
         task_default_queue="askq.start",
-        task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name)
-                     for name in QUEUES],
+        task_queues=[
+            Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES
+        ],
         task_routes={name: {"queue": name, "routing_key": name} for name in QUEUES},
         task_create_missing_queues=False,
     )

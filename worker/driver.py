@@ -22,9 +22,7 @@ log = logging.getLogger("askq")
 
 
 def _save(rt: Runtime, loaded: Loaded, step: Step, now: float) -> Loaded | None:
-    return rt.store.transition(
-        loaded, step.record, next_task=step.task, due_at=step.at, now=now
-    )
+    return rt.store.transition(loaded, step.record, next_task=step.task, due_at=step.at, now=now)
 
 
 def _later(rt: Runtime, loaded: Loaded, task: Task, wait_s: float, now: float) -> None:
@@ -80,8 +78,9 @@ def start(rt: Runtime, job_id: str) -> None:
                 rt.store.spend_requests(1, force=True)
                 fresh = True
             else:
-                step = Step(job.model_copy(update={"thread_id": job.request.thread_id}),
-                            Task.START, now)
+                step = Step(
+                    job.model_copy(update={"thread_id": job.request.thread_id}), Task.START, now
+                )
             if (stored := _save(rt, loaded, step, now)) is None:
                 return
             loaded = stored
@@ -172,8 +171,12 @@ def act(rt: Runtime, job_id: str) -> None:
         # The run left requires_action meanwhile (expired, cancelled): its real status is
         # what counts, so look at it instead of failing the job.
         log.info("job %s: tool outputs refused (%s); polling", job_id, exc.code)
-        _save(rt, loaded, Step(job.model_copy(update={"required_calls": []}), Task.POLL,
-                               time.time()), time.time())
+        _save(
+            rt,
+            loaded,
+            Step(job.model_copy(update={"required_calls": []}), Task.POLL, time.time()),
+            time.time(),
+        )
         return
     now = time.time()
     _save(rt, loaded, machine.on_tools_done(job, [], snap, now, rt.policy, rt.rng), now)

@@ -54,7 +54,9 @@ if ARGV[6] == '-' then
   redis.call('ZREM', KEYS[2], id)
 elseif ARGV[6] ~= '' then
   redis.call('ZADD', KEYS[2], ARGV[6], id)
-  if tonumber(ARGV[6]) <= tonumber(now) then redis.call('RPUSH', KEYS[9], '1') end
+  -- a sleeping pump plans to look again within a second at most: wake it for anything
+  -- due sooner, so a short poll delay is not stretched to the pump's idle wait
+  if tonumber(ARGV[6]) <= tonumber(now) + 1 then redis.call('RPUSH', KEYS[9], '1') end
 end
 if ARGV[7] == '1' then
   redis.call('ZREM', KEYS[2], id)

@@ -92,9 +92,7 @@ def _dt(now: float) -> datetime:
     return datetime.fromtimestamp(now, UTC)
 
 
-def finish(
-    job: JobRecord, status: JobStatus, now: float, error: ErrorInfo | None = None
-) -> Step:
+def finish(job: JobRecord, status: JobStatus, now: float, error: ErrorInfo | None = None) -> Step:
     record = job.model_copy(
         update={
             "status": status,
@@ -218,8 +216,12 @@ def on_api_error(
 
 
 def on_tools_done(
-    job: JobRecord, records: list[ToolCallRecord], snap: Snapshot, now: float,
-    policy: PollPolicy, rng: random.Random,
+    job: JobRecord,
+    records: list[ToolCallRecord],
+    snap: Snapshot,
+    now: float,
+    policy: PollPolicy,
+    rng: random.Random,
 ) -> Step:
     """Outputs were submitted; the run (or a new response, for Responses) goes on."""
     record = job.model_copy(

@@ -507,7 +507,7 @@ def _start_daemon(
         except BaseException as exc:  # _run_one catches everything; this is a last resort
             future.set_exception(exc)
 
-    target()
+    threading.Thread(target=target, name=name, daemon=True).start()
     return future
 
 

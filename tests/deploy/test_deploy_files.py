@@ -12,6 +12,7 @@ secrets only in Secrets. Commands are checked against the project itself (the Ce
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -191,7 +192,7 @@ def command_of(service: dict[str, Any]) -> list[str]:
 
 
 def pairs(argv: list[str]) -> dict[str, str]:
-    return {flag: value for flag, value in zip(argv, argv[1:], strict=False)}
+    return dict(itertools.pairwise(argv))
 
 
 # --- the project's own commands ------------------------------------------------------------
@@ -375,9 +376,7 @@ def test_compose_holds_no_literal_secret() -> None:
     askq_env = services["worker"]["environment"]
     assert "${REDIS_PASSWORD" in askq_env["ASKQ_REDIS_URL"]
     assert askq_env["ASKQ_API_KEY"].startswith("${ASKQ_API_KEY")
-    assert services["flower"]["environment"]["FLOWER_BASIC_AUTH"].startswith(
-        "${FLOWER_BASIC_AUTH"
-    )
+    assert services["flower"]["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH")
     for name, service in services.items():
         for arg in command_of(service):
             if name != "redis":
@@ -413,9 +412,10 @@ def test_askq_services_share_the_settings() -> None:
     for name in ("worker", "flower", "metrics", "demo"):
         env = services[name]["environment"]
         assert env["ASKQ_REDIS_URL"] == services["worker"]["environment"]["ASKQ_REDIS_URL"]
-        assert env["ASKQ_REDIS_URL"].startswith("redis://:") and "@redis:6379/" in env[
-            "ASKQ_REDIS_URL"
-        ]
+        assert (
+            env["ASKQ_REDIS_URL"].startswith("redis://:")
+            and "@redis:6379/" in env["ASKQ_REDIS_URL"]
+        )
         assert env["ASKQ_API_BASE"] == "http://emulator:8787/v1"
         assert env["ASKQ_API_KEY"], f"{name}: API key required off loopback"
 
@@ -556,7 +556,9 @@ def test_kustomize_builds() -> None:
         assert len(built) == len(expected)
         if directory == K8S_DIR:
             images = {
-                c["image"] for d in built if d["kind"] == "Deployment"
+                c["image"]
+                for d in built
+                if d["kind"] == "Deployment"
                 for c in d["spec"]["template"]["spec"]["containers"]
             }
             assert images == {"askq:0.1.0"}, images
@@ -638,7 +640,7 @@ def test_secret_holds_the_secrets_and_configmap_does_not() -> None:
     config = k8s_object("ConfigMap", "askq-config")["data"]
     for key, value in config.items():
         assert not SECRET_NAME.search(key), f"ConfigMap holds a secret-looking key {key}"
-        assert "ASKQ_REDIS_URL" != key and not re.search(r"//[^/]*:[^/]*@", value), key
+        assert key != "ASKQ_REDIS_URL" and not re.search(r"//[^/]*:[^/]*@", value), key
 
 
 def test_env_references_resolve_and_secrets_come_from_the_secret() -> None:

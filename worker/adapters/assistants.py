@@ -98,8 +98,7 @@ class AssistantsAdapter:
             ],
             "metadata": {"askq_job": job.job_id},
         }
-        response = self.api.call("POST", "threads", route="POST /threads", json=body,
-                                 headers=BETA)
+        response = self.api.call("POST", "threads", route="POST /threads", json=body, headers=BETA)
         return str(response.json()["id"])
 
     def add_messages(self, job: JobRecord) -> str:
@@ -110,8 +109,11 @@ class AssistantsAdapter:
                 "POST",
                 f"threads/{job.thread_id}/messages",
                 route="POST /threads/{thread_id}/messages",
-                json={"role": message.role, "content": message.content,
-                      "metadata": {"askq_job": job.job_id}},
+                json={
+                    "role": message.role,
+                    "content": message.content,
+                    "metadata": {"askq_job": job.job_id},
+                },
                 headers=BETA,
             )
             message_id = str(response.json()["id"])

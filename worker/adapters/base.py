@@ -128,8 +128,9 @@ class HttpApi:
                 text, status=status, code=code, retry_after=_retry_after(response)
             )
         if status == 400 and any(p in message or p == code for p in BUSY_PHRASES):
-            return ThreadBusy(text, status=status, code="thread_busy",
-                              retry_after=_retry_after(response))
+            return ThreadBusy(
+                text, status=status, code="thread_busy", retry_after=_retry_after(response)
+            )
         if status == 404:
             return RunGone(text, status=status, code=code)
         return FinalApiError(text, status=status, code=code)

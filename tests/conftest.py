@@ -1,0 +1,235 @@
+"""Shared fixtures: real Redis, real Celery workers, the emulator over real HTTP.
+
+Each pytest process (xdist worker) runs its own private redis-server; each test gets a
+Redis database of its own (flushed first), so tests run in parallel without sharing keys
+or Celery queues. Set ASKQ_TEST_REDIS_BINARY to use another redis-server.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from emulator.client import EmulatorControl
+from emulator.config import EmulatorConfig
+from emulator.server import RunningEmulator, serve_in_subprocess
+from producer.client import Client
+from producer.local_redis import LocalRedis
+from worker.settings import Settings, load_settings
+
+DATABASES = 256
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_until(
+    condition: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, what: str = ""
+) -> Any:
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[LocalRedis]:
+    with LocalRedis(databases=DATABASES) as server:
+        yield server
+
+
+_db_numbers = itertools.cycle(range(1, DATABASES))
+
+
+@pytest.fixture
+def redis_url(redis_server: LocalRedis) -> str:
+    db = next(_db_numbers)
+    client = redis.Redis.from_url(redis_server.url_for(db))
+    client.flushdb()
+    client.close()
+    return redis_server.url_for(db)
+
+
+@pytest.fixture(scope="module")
+def emulator_server() -> Iterator[RunningEmulator]:
+    server = serve_in_subprocess(EmulatorConfig(run_time_s=0.2))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+DEFAULT_EMULATOR = EmulatorConfig(run_time_s=0.2).model_dump()
+
+
+@pytest.fixture
+def emulator(emulator_server: RunningEmulator) -> Iterator[EmulatorControl]:
+    control = EmulatorControl(emulator_server.base)
+    control.configure(**DEFAULT_EMULATOR)
+    control.reset()
+    yield control
+    control.close()
+
+
+@dataclass
+class WorkerProcess:
+    process: subprocess.Popen[bytes]
+    heartbeat: Path
+    log: Path
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@dataclass
+class Askq:
+    """One test's askq deployment: settings, a client, and the workers it started."""
+
+    settings: Settings
+    emulator: EmulatorControl
+    tmp: Path
+    workers: list[WorkerProcess] = field(default_factory=list)
+    _client: Client | None = None
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = Client(self.settings)
+        return self._client
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ASKQ_")}
+        s = self.settings
+        env.update(
+            {
+                "ASKQ_REDIS_URL": s.redis_url,
+                "ASKQ_API_BASE": s.api_base,
+                "ASKQ_API_STYLE": s.api_style,
+                "ASKQ_ASSISTANT_ID": s.assistant_id,
+                "ASKQ_MODEL": s.model,
+                "ASKQ_POLL_MIN_S": str(s.poll_min_s),
+                "ASKQ_POLL_MAX_S": str(s.poll_max_s),
+                "ASKQ_JOB_TIMEOUT_S": str(s.job_timeout_s),
+                "ASKQ_MAX_INFLIGHT": str(s.max_inflight),
+                "ASKQ_RATE_LIMIT_RPM": str(s.rate_limit_rpm),
+                "ASKQ_TOOL_MODULES": s.tool_modules,
+                "ASKQ_TOOL_TIMEOUT_S": str(s.tool_timeout_s),
+                "ASKQ_SWEEP_INTERVAL_S": str(s.sweep_interval_s),
+                "ASKQ_HTTP_TIMEOUT_S": str(s.http_timeout_s),
+                "ASKQ_LEASE_MARGIN_S": str(s.lease_margin_s),
+                "ASKQ_MAX_API_RETRIES": str(s.max_api_retries),
+                "PYTHONPATH": str(ROOT),
+            }
+        )
+        env.update(extra)
+        return env
+
+    def start_worker(
+        self, *, concurrency: int = 8, pool: str = "threads", **extra_env: str
+    ) -> WorkerProcess:
+        n = len(self.workers)
+        heartbeat = self.tmp / f"worker{n}.alive"
+        log = self.tmp / f"worker{n}.log"
+        env = self.env(ASKQ_HEARTBEAT_FILE=str(heartbeat), **extra_env)
+        args = [
+            sys.executable, "-m", "celery", "-A", "worker", "worker", "--loglevel=INFO",
+            f"--pool={pool}", f"--concurrency={concurrency}", f"--hostname=test{n}@%h",
+            "--without-mingle", "--without-gossip",
+        ]  # fmt: skip
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                args,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.tmp,
+                start_new_session=True,
+            )
+        worker = WorkerProcess(process, heartbeat, log)
+        self.workers.append(worker)
+        wait_until(lambda: heartbeat.exists() or not worker.alive(), 60, what="the worker's pump")
+        assert worker.alive(), f"worker exited at start:\n{worker.output()[-3000:]}"
+        return worker
+
+    def cli(self, *args: str, input: str | None = None, timeout: float = 120) -> Any:
+        return subprocess.run(
+            [sys.executable, "-m", "producer", *args],
+            env=self.env(),
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.tmp,
+        )
+
+    def close(self) -> None:
+        for worker in self.workers:
+            # the whole session: prefork children must not outlive a killed parent
+            if worker.alive():
+                try:
+                    os.killpg(worker.process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+            worker.stop()
+        if self._client is not None:
+            self._client.close()
+
+
+@pytest.fixture
+def make_askq(
+    redis_url: str, emulator: EmulatorControl, emulator_server: RunningEmulator, tmp_path: Path
+) -> Iterator[Callable[..., Askq]]:
+    made: list[Askq] = []
+
+    def make(**overrides: Any) -> Askq:
+        fields: dict[str, Any] = {
+            "redis_url": redis_url,
+            "api_base": emulator_server.url,
+            "assistant_id": "asst_test",
+            "model": "emulator-model",
+            "poll_min_s": 0.1,
+            "poll_max_s": 0.5,
+            "sweep_interval_s": 0.5,
+            **overrides,
+        }
+        deployment = Askq(load_settings(**fields), emulator, tmp_path)
+        made.append(deployment)
+        return deployment
+
+    yield make
+    for deployment in made:
+        deployment.close()
+
+
+@pytest.fixture
+def askq(make_askq: Callable[..., Askq]) -> Askq:
+    """A deployment with one worker running, default settings."""
+    deployment = make_askq()
+    deployment.start_worker()
+    return deployment
