@@ -247,7 +247,7 @@ def create_app(config: EmulatorConfig) -> Starlette:
 
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(ApiLayer, state=state, routes=routes)],  # type: ignore[arg-type]
+        middleware=[Middleware(ApiLayer, state=state, routes=routes)],
         exception_handlers={
             ApiError: _api_error,
             HTTPException: _http_error,

@@ -537,8 +537,8 @@ async def create_response(request: Request) -> Response:
         plan=None,
         status="queued" if background else "in_progress",
     )
-    for owner in answered_by:
-        state.stats.tool_output_submissions[owner] += 1
+    for asker in answered_by:
+        state.stats.tool_output_submissions[asker] += 1
     if conv is not None:
         conv.items.extend(items)
         conv.active = rec

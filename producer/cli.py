@@ -242,7 +242,8 @@ def _csv_row(result: JobResult) -> list[Any]:
         usage.total_tokens if usage else None,
         error.code if error else None, error.message if error else None,
         json.dumps(tools) if tools else None,
-        result.created_at.isoformat(), result.finished_at.isoformat() if result.finished_at else None,
+        result.created_at.isoformat(),
+        result.finished_at.isoformat() if result.finished_at else None,
     ]  # fmt: skip
 
 

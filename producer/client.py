@@ -15,7 +15,7 @@ from typing import Any
 from celery import Celery
 
 from worker.celery_app import create_app
-from worker.errors import InputError, NotFound
+from worker.errors import InputError
 from worker.models import BatchRecord, JobRequest, JobResult
 from worker.settings import Settings, get_settings
 from worker.states import TERMINAL, JobStatus

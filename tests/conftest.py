@@ -7,6 +7,7 @@ or Celery queues. Set ASKQ_TEST_REDIS_BINARY to use another redis-server.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
@@ -192,10 +193,8 @@ class Askq:
         for worker in self.workers:
             # the whole session: prefork children must not outlive a killed parent
             if worker.alive():
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(worker.process.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
             worker.stop()
         if self._client is not None:
             self._client.close()

@@ -12,7 +12,7 @@ import time
 
 from worker import machine
 from worker.errors import ApiError, FinalApiError, RetryableApiError
-from worker.machine import Snapshot, Step, Task
+from worker.machine import Step, Task
 from worker.runtime import Runtime
 from worker.states import JobStatus
 from worker.store import Loaded

@@ -18,6 +18,10 @@ MAX_USER_METADATA_KEYS = 15
 """The API allows 16 metadata keys per run; askq keeps one (`askq_job`) for itself."""
 
 
+METADATA_KEY_MAX = 64
+METADATA_VALUE_MAX = 512
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -38,17 +42,18 @@ class JobRequest(BaseModel):
 
     question: str | None = None
     messages: list[Message] | None = None
-    custom_id: str | None = None
+    custom_id: str | None = Field(default=None, min_length=1, max_length=512)
     thread_id: str | None = None
     assistant_id: str | None = None
     model: str | None = None
     instructions: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
-    temperature: float | None = None
-    top_p: float | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
     max_tokens: int | None = Field(
         default=None,
-        description="Mapped to max_completion_tokens (Assistants) or max_output_tokens (Responses).",
+        ge=1,
+        description="max_completion_tokens (Assistants) or max_output_tokens (Responses).",
     )
     tools: list[str] | None = Field(
         default=None, description="Names of registered tools this job may use; None means all."
@@ -69,6 +74,12 @@ class JobRequest(BaseModel):
             raise ValueError(f"'metadata' holds at most {MAX_USER_METADATA_KEYS} keys")
         if "askq_job" in self.metadata:
             raise ValueError("'metadata' key 'askq_job' is reserved for askq")
+        for key, value in self.metadata.items():
+            if len(key) > METADATA_KEY_MAX or len(value) > METADATA_VALUE_MAX:
+                raise ValueError(
+                    f"'metadata' keys hold at most {METADATA_KEY_MAX} characters and values "
+                    f"{METADATA_VALUE_MAX} (as the API requires)"
+                )
         return self
 
     def conversation(self) -> list[Message]:

@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from celery import Celery, bootsteps
 
@@ -111,7 +111,7 @@ class PumpStep(bootsteps.StartStopStep):
     """Runs the pump in a daemon thread of the worker's main process, after the pool
     exists (a plain Step's start is never called)."""
 
-    requires = {"celery.worker.components:Pool"}
+    requires: ClassVar[set[str]] = {"celery.worker.components:Pool"}
     label = "askq pump"
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:

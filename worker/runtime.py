@@ -6,6 +6,7 @@ them on first use in each process (checked by pid) and the children never share 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import threading
@@ -59,7 +60,10 @@ def make_adapter(
     if settings.api_style == "responses":
         from worker.adapters.responses import ResponsesAdapter
 
-        return ResponsesAdapter(client, model=settings.model, tool_specs=specs, hook=hook)
+        adapter: Adapter = ResponsesAdapter(
+            client, model=settings.model, tool_specs=specs, hook=hook
+        )
+        return adapter
     return AssistantsAdapter(
         client, assistant_id=settings.assistant_id, tool_specs=specs, hook=hook
     )
@@ -78,10 +82,8 @@ class Runtime:
     pid: int
 
     def count_request(self, route: str, status: int) -> None:
-        try:
+        with contextlib.suppress(redis.RedisError):
             self.redis.hincrby(self.store.keys.api_requests, f"{route} {status}", 1)
-        except redis.RedisError:
-            pass
 
 
 _lock = threading.Lock()

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import redis
 
@@ -25,6 +25,10 @@ from worker.states import JobStatus
 
 SUBMIT_CHUNK = 500
 T = TypeVar("T")
+
+
+def text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def new_job_id() -> str:
@@ -173,11 +177,11 @@ class JobStore:
 
     def batch_job_ids(self, batch_id: str) -> list[str]:
         raw = self._call(lambda: self.redis.lrange(self.keys.batch_jobs(batch_id), 0, -1))
-        return [item.decode() for item in raw]
+        return [text(item) for item in raw]
 
     def batch_counts(self, batch_id: str) -> dict[JobStatus, int]:
         raw = self._call(lambda: self.redis.hgetall(self.keys.batch_counts(batch_id)))
-        return {JobStatus(key.decode()): int(value) for key, value in raw.items() if int(value) > 0}
+        return {JobStatus(text(key)): int(value) for key, value in raw.items() if int(value) > 0}
 
     def batch_records(self, batch_id: str, chunk: int = 1000) -> Iterator[JobRecord]:
         """The batch's job records in input order (jobs whose records expired are skipped)."""
@@ -189,7 +193,7 @@ class JobStore:
 
     def counts(self) -> dict[JobStatus, int]:
         raw = self._call(lambda: self.redis.hgetall(self.keys.counts))
-        return {JobStatus(key.decode()): int(value) for key, value in raw.items()}
+        return {JobStatus(text(key)): int(value) for key, value in raw.items()}
 
     # -- changing -------------------------------------------------------------------------
 
@@ -262,7 +266,7 @@ class JobStore:
                 args=[repr(now), limit, repr(lease_until), self.keys.job_prefix],
             )
         )
-        return [Claim(raw[i].decode(), raw[i + 1].decode()) for i in range(0, len(raw), 2)]
+        return [Claim(text(raw[i]), text(raw[i + 1])) for i in range(0, len(raw), 2)]
 
     def next_due_at(self) -> float | None:
         first = self._call(lambda: self.redis.zrange(self.keys.due, 0, 0, withscores=True))
@@ -347,7 +351,7 @@ class JobStore:
         raw = self._call(
             lambda: self.redis.zrangebyscore(self.keys.deadlines, "-inf", repr(now), 0, limit)
         )
-        return [item.decode() for item in raw]
+        return [text(item) for item in cast(list[bytes], raw)]
 
     def make_due_now(self, job_ids: Iterable[str], now: float) -> None:
         ids = list(job_ids)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from tests.conftest import Askq, wait_until
+from tests.conftest import Askq
 from worker.keys import Keys
 from worker.states import JobStatus
 

@@ -680,7 +680,7 @@ def _requests(draw: st.DrawFn) -> JobRequest:
             st.dictionaries(_name.filter(lambda k: k != "askq_job"), _text, max_size=15)
         ),
         "temperature": draw(st.none() | _number),
-        "top_p": draw(st.none() | _number),
+        "top_p": draw(st.none() | st.floats(min_value=0, max_value=1, allow_nan=False)),
         "max_tokens": draw(st.none() | st.integers(min_value=1, max_value=10**6)),
         "tools": draw(st.none() | st.lists(_name, max_size=3)),
     }
