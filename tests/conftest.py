@@ -124,6 +124,10 @@ class Askq:
             self._client = Client(self.settings)
         return self._client
 
+    @property
+    def routes(self) -> Routes:
+        return ROUTES[self.settings.api_style]
+
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ASKQ_")}
         s = self.settings
@@ -200,9 +204,47 @@ class Askq:
             self._client.close()
 
 
+@dataclass(frozen=True)
+class Routes:
+    """The emulator's names for one protocol's endpoints, so a test reads the same for both."""
+
+    thread: str
+    create: str
+    poll: str
+
+
+ROUTES = {
+    "assistants": Routes(
+        thread="POST /v1/threads",
+        create="POST /v1/threads/{thread_id}/runs",
+        poll="GET /v1/threads/{thread_id}/runs/{run_id}",
+    ),
+    "responses": Routes(
+        thread="POST /v1/conversations",
+        create="POST /v1/responses",
+        poll="GET /v1/responses/{response_id}",
+    ),
+}
+
+
+ASSISTANTS_ONLY = pytest.mark.parametrize("style", ["assistants"], indirect=True)
+"""For tests of behaviour that does not depend on the protocol: run them once."""
+
+
+@pytest.fixture(params=["assistants", "responses"])
+def style(request: pytest.FixtureRequest) -> str:
+    """Every test that deploys askq runs once per protocol (pin one with
+    `@pytest.mark.parametrize("style", ["assistants"], indirect=True)`)."""
+    return str(request.param)
+
+
 @pytest.fixture
 def make_askq(
-    redis_url: str, emulator: EmulatorControl, emulator_server: RunningEmulator, tmp_path: Path
+    redis_url: str,
+    emulator: EmulatorControl,
+    emulator_server: RunningEmulator,
+    tmp_path: Path,
+    style: str,
 ) -> Iterator[Callable[..., Askq]]:
     made: list[Askq] = []
 
@@ -210,6 +252,7 @@ def make_askq(
         fields: dict[str, Any] = {
             "redis_url": redis_url,
             "api_base": emulator_server.url,
+            "api_style": style,
             "assistant_id": "asst_test",
             "model": "emulator-model",
             "poll_min_s": 0.1,

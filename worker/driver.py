@@ -128,8 +128,8 @@ def poll(rt: Runtime, job_id: str) -> None:
     except ApiError as exc:
         _fail_api(rt, loaded, exc, Task.POLL, now)
         return
-    if snap.answer is not None:
-        rt.store.spend_requests(1, force=True)
+    if snap.requests > 1:
+        rt.store.spend_requests(snap.requests - 1, force=True)
     now = time.time()
     _save(rt, loaded, machine.on_snapshot(job, snap, now, rt.policy, rt.rng), now)
 

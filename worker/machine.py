@@ -41,6 +41,8 @@ class Snapshot:
     usage: Usage | None = None
     error: ErrorInfo | None = None
     poll_after_s: float | None = None
+    requests: int = 1
+    """API requests this look took (reading a finished run's messages adds some)."""
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,9 @@ def on_snapshot(
     """Fold one observation of the remote run into the job."""
     status = RUN_STATUS.get(snap.status)
     polls = job.polls if first else job.polls + 1
-    usage = snap.usage if snap.usage is not None else job.usage
+    usage = job.usage
+    if snap.usage is not None:
+        usage = snap.usage if job.settled_usage is None else job.settled_usage + snap.usage
     base = job.model_copy(update={"polls": polls, "usage": usage, "api_retries": 0})
     if status is None:
         return finish(
@@ -224,8 +228,13 @@ def on_tools_done(
     rng: random.Random,
 ) -> Step:
     """Outputs were submitted; the run (or a new response, for Responses) goes on."""
+    settled = job.settled_usage
+    if snap.run_id != job.run_id and job.usage is not None:
+        # a new response of the chain: what the previous one used is settled
+        settled = job.usage
     record = job.model_copy(
         update={
+            "settled_usage": settled,
             "status": JobStatus.RUNNING,
             "tool_calls": [*job.tool_calls, *records],
             "required_calls": [],

@@ -148,6 +148,9 @@ class JobRecord(BaseModel):
     )
     answer: str | None = None
     usage: Usage | None = None
+    settled_usage: Usage | None = Field(
+        default=None, description="Usage of earlier responses of a tool-call chain."
+    )
     error: ErrorInfo | None = None
     required_calls: list[ToolCall] = Field(default_factory=list)
     tool_calls: list[ToolCallRecord] = Field(default_factory=list)

@@ -9,21 +9,18 @@ list after a crash between the POST and the write that records its answer.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import httpx
 
-from worker.adapters.base import HttpApi, RequestHook, poll_after
+from worker.adapters.base import HttpApi, RequestHook, ToolSpecs, poll_after
 from worker.errors import FinalApiError
 from worker.machine import Snapshot
 from worker.models import ErrorInfo, JobRecord, ToolCall, Usage
 
 BETA = {"OpenAI-Beta": "assistants=v2"}
 RUN_LIST_LIMIT = 100
-
-ToolSpecs = Callable[[JobRecord], list[dict[str, Any]]]
 
 
 def _usage(raw: dict[str, Any] | None) -> Usage | None:
@@ -179,15 +176,18 @@ class AssistantsAdapter:
         run = response.json()
         snap = self._snapshot(run, poll_after(response))
         if run.get("status") == "completed":
-            return replace(snap, answer=self.answer(job.thread_id, run["id"]))
+            answer, pages = self.answer(job.thread_id, run["id"])
+            return replace(snap, answer=answer, requests=1 + pages)
         return snap
 
-    def answer(self, thread_id: str, run_id: str) -> str:
+    def answer(self, thread_id: str, run_id: str) -> tuple[str, int]:
         """The run's own assistant messages, oldest first, joined by a blank line: never
         "the newest message on the thread", which may belong to another run."""
         texts: list[str] = []
         after: str | None = None
+        pages = 0
         while True:
+            pages += 1
             params: dict[str, Any] = {"run_id": run_id, "order": "asc", "limit": 100}
             if after:
                 params["after"] = after
@@ -202,7 +202,7 @@ class AssistantsAdapter:
                 message_text(m) for m in page.get("data") or [] if m.get("role") == "assistant"
             )
             if not page.get("has_more") or not page.get("last_id"):
-                return "\n\n".join(texts)
+                return "\n\n".join(texts), pages
             after = page["last_id"]
 
     def submit_tool_outputs(self, job: JobRecord, outputs: list[tuple[str, str]]) -> Snapshot:

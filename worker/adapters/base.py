@@ -22,6 +22,9 @@ from worker.errors import (
 from worker.machine import Snapshot
 from worker.models import JobRecord
 
+ToolSpecs = Callable[[JobRecord], list[dict[str, Any]]]
+"""The function-tool definitions to send with a job's run, in the adapter's shape."""
+
 RequestHook = Callable[[str, int], None]
 """Called with (route, status) after every API response (status 0: no response)."""
 
