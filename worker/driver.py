@@ -14,7 +14,7 @@ from worker import machine
 from worker.errors import ApiError, FinalApiError, RetryableApiError
 from worker.machine import Step, Task
 from worker.runtime import Runtime
-from worker.states import JobStatus
+from worker.states import RUN_STATUS, JobStatus
 from worker.store import Loaded
 from worker.tools import run_tool_calls
 
@@ -69,17 +69,20 @@ def start(rt: Runtime, job_id: str) -> None:
         _later(rt, loaded, Task.START, wait, now)
         return
     adapter = rt.adapter
+    lease_until = now + rt.settings.lease_s
     try:
         fresh = False
         job = loaded.record
         if job.thread_id is None:
             if job.request.thread_id is None:
-                step = machine.on_thread_created(job, adapter.create_thread(job), now)
+                step = machine.on_thread_created(job, adapter.create_thread(job), lease_until)
                 rt.store.spend_requests(1, force=True)
                 fresh = True
             else:
                 step = Step(
-                    job.model_copy(update={"thread_id": job.request.thread_id}), Task.START, now
+                    job.model_copy(update={"thread_id": job.request.thread_id}),
+                    Task.START,
+                    lease_until,
                 )
             if (stored := _save(rt, loaded, step, now)) is None:
                 return
@@ -87,7 +90,7 @@ def start(rt: Runtime, job_id: str) -> None:
         if loaded.record.request.thread_id is not None and loaded.record.message_id is None:
             message_id = adapter.add_messages(loaded.record)
             rt.store.spend_requests(1, force=True)
-            step = machine.on_message_added(loaded.record, message_id, now)
+            step = machine.on_message_added(loaded.record, message_id, lease_until)
             if (stored := _save(rt, loaded, step, now)) is None:
                 return
             loaded = stored
@@ -168,18 +171,29 @@ def act(rt: Runtime, job_id: str) -> None:
         _fail_api(rt, loaded, exc, Task.ACT, time.time())
         return
     except FinalApiError as exc:
-        # The run left requires_action meanwhile (expired, cancelled): its real status is
-        # what counts, so look at it instead of failing the job.
-        log.info("job %s: tool outputs refused (%s); polling", job_id, exc.code)
-        _save(
-            rt,
-            loaded,
-            Step(job.model_copy(update={"required_calls": []}), Task.POLL, time.time()),
-            time.time(),
-        )
+        log.info("job %s: tool outputs refused (%s)", job_id, exc.code)
+        _after_refusal(rt, loaded, exc)
         return
     now = time.time()
     _save(rt, loaded, machine.on_tools_done(job, [], snap, now, rt.policy, rt.rng), now)
+
+
+def _after_refusal(rt: Runtime, loaded: Loaded, refusal: FinalApiError) -> None:
+    """Tool outputs were refused. If the run left `requires_action` meanwhile (it expired,
+    was cancelled, or an earlier attempt's outputs got there first), its real status is what
+    counts; if it still waits for outputs, ours were wrong and the job fails with the API's
+    message rather than submitting them forever."""
+    job = loaded.record
+    now = time.time()
+    try:
+        snap = rt.adapter.poll(job)
+    except ApiError as exc:
+        _fail_api(rt, loaded, exc, Task.ACT, now)
+        return
+    if RUN_STATUS.get(snap.status) is JobStatus.REQUIRES_ACTION:
+        _fail_api(rt, loaded, refusal, Task.ACT, now)
+        return
+    _save(rt, loaded, machine.on_snapshot(job, snap, now, rt.policy, rt.rng), now)
 
 
 CANCEL_CAS_ATTEMPTS = 5
@@ -188,6 +202,7 @@ CANCEL_CAS_ATTEMPTS = 5
 def cancel(rt: Runtime, job_id: str) -> None:
     if not rt.store.take_cancel(job_id):
         return
+    cancelled_run: str | None = None
     for _ in range(CANCEL_CAS_ATTEMPTS):
         loaded = rt.store.find(job_id)
         if loaded is None:
@@ -196,15 +211,18 @@ def cancel(rt: Runtime, job_id: str) -> None:
         step = machine.on_cancel_requested(loaded.record, now)
         if step is None:
             return
-        if step.record.status is JobStatus.CANCELLING:
+        run_id = loaded.record.run_id
+        if step.record.status is JobStatus.CANCELLING and cancelled_run != run_id:
             try:
                 rt.adapter.cancel(loaded.record)
             except FinalApiError as exc:
                 # Already terminal remotely: the next poll stores its real status.
                 log.info("job %s: remote cancel refused (%s)", job_id, exc.code)
             except RetryableApiError as exc:
-                rt.redis.hset(rt.store.keys.job(job_id), "cancel", "requested")
+                rt.store.request_cancel(job_id)
                 _fail_api(rt, loaded, exc, Task.CANCEL, now)
                 return
+            # one remote cancel per run, even when the store below must be retried
+            cancelled_run = run_id
         if _save(rt, loaded, step, now) is not None:
             return

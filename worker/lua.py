@@ -102,7 +102,7 @@ for _, id in ipairs(ids) do
     redis.call('ZREM', KEYS[1], id)
   else
     redis.call('ZADD', KEYS[1], ARGV[3], id)
-    redis.call('HSET', key, 'ticket', '1')
+    redis.call('HSET', key, 'ticket', task)
     out[#out + 1] = id
     out[#out + 1] = task
   end
@@ -167,6 +167,17 @@ local allow_at = new_tat - tonumber(ARGV[3]) * interval
 if ARGV[5] ~= '1' and allow_at > now then return tostring(allow_at - now) end
 redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(new_tat - now + 1000))
 return '0'
+"""
+
+TAKE_TICKET = """
+-- The ticket names the task it was published for: a late duplicate of another task (a
+-- start arriving after the job moved on to polling) must not use up the poll's ticket.
+-- KEYS: job; ARGV: task
+if redis.call('HGET', KEYS[1], 'ticket') == ARGV[1] then
+  redis.call('HDEL', KEYS[1], 'ticket')
+  return 1
+end
+return 0
 """
 
 TAKE_CANCEL = """

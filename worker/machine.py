@@ -120,13 +120,15 @@ def on_timeout(job: JobRecord, now: float) -> Step:
     )
 
 
-def on_thread_created(job: JobRecord, thread_id: str, now: float) -> Step:
+def on_thread_created(job: JobRecord, thread_id: str, lease_until: float) -> Step:
+    """Half-way through a start: the thread exists. The same start goes on at once; only
+    if it dies does the job come back, when its lease ends."""
     record = job.model_copy(update={"thread_id": thread_id, "thread_created": True})
-    return Step(record, Task.START, now)
+    return Step(record, Task.START, lease_until)
 
 
-def on_message_added(job: JobRecord, message_id: str, now: float) -> Step:
-    return Step(job.model_copy(update={"message_id": message_id}), Task.START, now)
+def on_message_added(job: JobRecord, message_id: str, lease_until: float) -> Step:
+    return Step(job.model_copy(update={"message_id": message_id}), Task.START, lease_until)
 
 
 def on_started(
@@ -182,7 +184,11 @@ def on_snapshot(
         return finish(record, JobStatus.COMPLETED, now)
     if status.terminal:
         return finish(base, status, now, snap.error)
-    if status is JobStatus.REQUIRES_ACTION and job.status is not JobStatus.CANCELLING:
+    if status is JobStatus.REQUIRES_ACTION and job.status is JobStatus.CANCELLING:
+        # A run waiting for tool outputs askq will never send cannot go on or bill more
+        # (and a Responses function call is already a finished response): it is over.
+        return finish(base, JobStatus.CANCELLED, now)
+    if status is JobStatus.REQUIRES_ACTION:
         record = base.model_copy(
             update={"status": JobStatus.REQUIRES_ACTION, "required_calls": snap.tool_calls}
         )

@@ -81,6 +81,7 @@ class JobStore:
         self._reclaim = client.register_script(lua.RECLAIM_SLOTS)
         self._gcra = client.register_script(lua.GCRA)
         self._take_cancel = client.register_script(lua.TAKE_CANCEL)
+        self._take_ticket = client.register_script(lua.TAKE_TICKET)
 
     # -- submitting -----------------------------------------------------------------------
 
@@ -249,10 +250,12 @@ class JobStore:
             return None
         return Loaded(record, int(version))
 
-    def take_ticket(self, job_id: str) -> bool:
+    def take_ticket(self, job_id: str, task: str) -> bool:
         """True for exactly one task per published message: duplicates and redeliveries of
-        the same message find no ticket and do nothing."""
-        return bool(self._call(lambda: self.redis.hdel(self.keys.job(job_id), "ticket")))
+        the same message find no ticket (or one for another task) and do nothing."""
+        return bool(
+            self._call(lambda: self._take_ticket(keys=[self.keys.job(job_id)], args=[task]))
+        )
 
     def extend_lease(self, job_id: str, until: float) -> None:
         """Push this job's lease out (only ever later), for tasks that run long."""
@@ -323,7 +326,7 @@ class JobStore:
         key = self.keys.job(job_id)
         pipe = self.redis.pipeline(transaction=True)
         pipe.exists(key)
-        pipe.hsetnx(key, "cancel", "requested")
+        pipe.hset(key, "cancel", "requested")
         exists, _ = self._call(pipe.execute)
         if not exists:
             self._call(lambda: self.redis.delete(key))

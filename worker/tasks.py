@@ -18,10 +18,10 @@ from worker.runtime import Runtime, runtime
 log = logging.getLogger("askq")
 
 
-def _run(step: Callable[[Runtime, str], None], job_id: str, *, ticket: bool) -> None:
+def _run(step: Callable[[Runtime, str], None], job_id: str, *, ticket: str | None) -> None:
     try:
         rt = runtime()
-        if ticket and not rt.store.take_ticket(job_id):
+        if ticket is not None and not rt.store.take_ticket(job_id, ticket):
             return
         step(rt, job_id)
     except StoreError as exc:
@@ -33,19 +33,19 @@ def _run(step: Callable[[Runtime, str], None], job_id: str, *, ticket: bool) -> 
 
 @app.task(name="askq.start")
 def start(job_id: str) -> None:
-    _run(driver.start, job_id, ticket=True)
+    _run(driver.start, job_id, ticket="askq.start")
 
 
 @app.task(name="askq.poll")
 def poll(job_id: str) -> None:
-    _run(driver.poll, job_id, ticket=True)
+    _run(driver.poll, job_id, ticket="askq.poll")
 
 
 @app.task(name="askq.act")
 def act(job_id: str) -> None:
-    _run(driver.act, job_id, ticket=True)
+    _run(driver.act, job_id, ticket="askq.act")
 
 
 @app.task(name="askq.cancel")
 def cancel(job_id: str) -> None:
-    _run(driver.cancel, job_id, ticket=False)
+    _run(driver.cancel, job_id, ticket=None)

@@ -180,9 +180,15 @@ def test_cancelling_job_whose_run_completed_first_keeps_completed() -> None:
 
 def test_cancelling_job_still_in_progress_stays_cancelling() -> None:
     cancelling = running().model_copy(update={"status": JobStatus.CANCELLING})
-    for remote in ("in_progress", "cancelling", "requires_action"):
+    for remote in ("in_progress", "cancelling"):
         step = machine.on_snapshot(cancelling, snap(remote), NOW, POLICY, rng())
         assert step.record.status is JobStatus.CANCELLING and step.task is Task.POLL
+
+
+def test_cancelling_job_waiting_for_tool_outputs_is_cancelled() -> None:
+    cancelling = running().model_copy(update={"status": JobStatus.CANCELLING})
+    step = machine.on_snapshot(cancelling, snap("requires_action"), NOW, POLICY, rng())
+    assert step.record.status is JobStatus.CANCELLED and step.task is None
 
 
 def test_timeout_expires_the_job() -> None:

@@ -50,10 +50,11 @@ def test_transition_is_compare_and_set(store: JobStore) -> None:
 
 def test_ticket_is_taken_once_per_claim(store: JobStore) -> None:
     (job_id,) = submit(store)
-    assert not store.take_ticket(job_id)  # not yet published
+    assert not store.take_ticket(job_id, "askq.start")  # not yet published
     store.claim_due(time.time(), 10)
-    assert store.take_ticket(job_id)
-    assert not store.take_ticket(job_id)  # a duplicate message
+    assert not store.take_ticket(job_id, "askq.poll")  # a stale message of another task
+    assert store.take_ticket(job_id, "askq.start")
+    assert not store.take_ticket(job_id, "askq.start")  # a duplicate message
 
 
 def test_claimed_entry_stays_as_a_lease(store: JobStore, settings: Settings) -> None:
