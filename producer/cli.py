@@ -295,6 +295,23 @@ def demo(questions: str | None, concurrency: int) -> None:
 
 
 @main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=9808, show_default=True)
+@guarded
+def metrics(host: str, port: int) -> None:
+    """Serve Prometheus metrics read from Redis (jobs by status, queues, stuck jobs, API calls)."""
+    from producer.metrics import serve_metrics
+
+    say(f"askq: metrics on http://{host}:{port}/metrics")
+    try:
+        serve_metrics(load_settings(), host, port)
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc}")
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8787, show_default=True)
 @click.option(

@@ -151,9 +151,11 @@ class Client:
         records = self.store.load_many(job_ids)
         live = [r.job_id for r in records if r is not None and not r.status.terminal]
         app = self._app()
+        requested = 0
         with app.producer_or_acquire() as producer:
             for job_id in live:
                 if self.store.request_cancel(job_id):
+                    requested += 1
                     app.send_task(
                         "askq.cancel",
                         args=[job_id],
@@ -161,7 +163,7 @@ class Client:
                         routing_key="askq.cancel",
                         producer=producer,
                     )
-        return CancelOutcome(requested=len(live), already_finished=len(job_ids) - len(live))
+        return CancelOutcome(requested=requested, already_finished=len(job_ids) - requested)
 
     def results(self, batch_id: str) -> Iterator[JobResult]:
         """The batch's result records in input order."""

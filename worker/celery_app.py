@@ -46,6 +46,11 @@ def create_app(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,
+        # askq tasks wait on HTTP, not the CPU: threads keep many in flight per process
+        # at a fraction of prefork's memory (measured in docs/benchmarks.md). `--pool` and
+        # `--concurrency` on the command line still win.
+        worker_pool="threads",
+        worker_concurrency=16,
         worker_prefetch_multiplier=1,
         worker_send_task_events=True,
         task_send_sent_event=True,

@@ -11,7 +11,7 @@ import logging
 import time
 
 from worker import machine
-from worker.errors import ApiError, FinalApiError, RetryableApiError
+from worker.errors import ApiError, FinalApiError, RateLimited, RetryableApiError, ThreadBusy
 from worker.machine import Step, Task
 from worker.runtime import Runtime
 from worker.states import RUN_STATUS, JobStatus
@@ -25,11 +25,6 @@ def _save(rt: Runtime, loaded: Loaded, step: Step, now: float) -> Loaded | None:
     return rt.store.transition(loaded, step.record, next_task=step.task, due_at=step.at, now=now)
 
 
-def _later(rt: Runtime, loaded: Loaded, task: Task, wait_s: float, now: float) -> None:
-    """Come back later with the same task: the rate budget is spent for now."""
-    _save(rt, loaded, Step(loaded.record, task, now + wait_s), now)
-
-
 def _fail_api(rt: Runtime, loaded: Loaded, error: ApiError, task: Task, now: float) -> None:
     step = machine.on_api_error(
         loaded.record, error, task, now, rt.policy, rt.rng, rt.settings.max_api_retries
@@ -37,6 +32,12 @@ def _fail_api(rt: Runtime, loaded: Loaded, error: ApiError, task: Task, now: flo
     if step.terminal:
         log.warning("job %s failed: %s", loaded.record.job_id, error.code)
     _save(rt, loaded, step, now)
+
+
+def not_created(error: ApiError) -> bool:
+    """The request surely did nothing: never sent (budget), rate limited or refused as busy.
+    A 5xx, a timeout or a dropped connection may have created the run."""
+    return isinstance(error, RateLimited | ThreadBusy) or error.status == 429
 
 
 def _cancel_remote(rt: Runtime, loaded: Loaded) -> None:
@@ -59,24 +60,25 @@ def start(rt: Runtime, job_id: str) -> None:
     loaded = rt.store.find(job_id)
     if loaded is None or loaded.record.status is not JobStatus.PENDING:
         return
+    if _cancel_pending(rt, job_id):
+        return
     now = time.time()
     if machine.timed_out(loaded.record, now):
         _expire(rt, loaded, now)
         return
     if not rt.store.acquire_slot(job_id, now):
         return
-    if wait := rt.store.spend_requests(1):
-        _later(rt, loaded, Task.START, wait, now)
-        return
     adapter = rt.adapter
-    lease_until = now + rt.settings.lease_s
+    creating = False
+    # a start makes up to three calls (thread, list runs, run): hold the job that long
+    lease_until = now + rt.settings.lease_s + rt.settings.http_timeout_s
+    rt.store.extend_lease(job_id, lease_until)
     try:
         fresh = False
         job = loaded.record
         if job.thread_id is None:
             if job.request.thread_id is None:
                 step = machine.on_thread_created(job, adapter.create_thread(job), lease_until)
-                rt.store.spend_requests(1, force=True)
                 fresh = True
             else:
                 step = Step(
@@ -89,17 +91,22 @@ def start(rt: Runtime, job_id: str) -> None:
             loaded = stored
         if loaded.record.request.thread_id is not None and loaded.record.message_id is None:
             message_id = adapter.add_messages(loaded.record)
-            rt.store.spend_requests(1, force=True)
             step = machine.on_message_added(loaded.record, message_id, lease_until)
             if (stored := _save(rt, loaded, step, now)) is None:
                 return
             loaded = stored
             fresh = True
-        # A start that did not just write to the thread may be a retry after a crash
-        # between creating the run and recording it: adopt that run instead of a second.
-        snap = None if fresh else adapter.find_run(loaded.record)
+        # A start cut short after its thread was recorded may have created a run (a crash
+        # or a lost answer between the POST and the write): adopt that run, never a second.
+        look = not fresh and loaded.record.maybe_started
+        snap = adapter.find_run(loaded.record) if look else None
         if snap is None:
-            snap = adapter.create_run(loaded.record)
+            creating = True
+            if fresh:
+                with adapter.follow_up():
+                    snap = adapter.create_run(loaded.record)
+            else:
+                snap = adapter.create_run(loaded.record)
         step = machine.on_started(loaded.record, snap, time.time(), rt.policy, rt.rng)
         if _save(rt, loaded, step, now) is None:
             moved = rt.store.find(job_id)
@@ -111,6 +118,11 @@ def start(rt: Runtime, job_id: str) -> None:
     except ApiError as exc:
         latest = rt.store.find(job_id)
         if latest is not None and latest.record.status is JobStatus.PENDING:
+            if creating and not_created(exc):
+                # refused before doing anything: the retry need not look for a run
+                latest = Loaded(
+                    latest.record.model_copy(update={"maybe_started": False}), latest.version
+                )
             _fail_api(rt, latest, exc, Task.START, time.time())
 
 
@@ -118,21 +130,18 @@ def poll(rt: Runtime, job_id: str) -> None:
     loaded = rt.store.find(job_id)
     if loaded is None or loaded.record.status not in (JobStatus.RUNNING, JobStatus.CANCELLING):
         return
+    if loaded.record.status is JobStatus.RUNNING and _cancel_pending(rt, job_id):
+        return
     now = time.time()
     job = loaded.record
     if machine.timed_out(job, now):
         _expire(rt, loaded, now)
-        return
-    if wait := rt.store.spend_requests(1):
-        _later(rt, loaded, Task.POLL, wait, now)
         return
     try:
         snap = rt.adapter.poll(job)
     except ApiError as exc:
         _fail_api(rt, loaded, exc, Task.POLL, now)
         return
-    if snap.requests > 1:
-        rt.store.spend_requests(snap.requests - 1, force=True)
     now = time.time()
     _save(rt, loaded, machine.on_snapshot(job, snap, now, rt.policy, rt.rng), now)
 
@@ -157,6 +166,7 @@ def act(rt: Runtime, job_id: str) -> None:
         # Keep the outputs before submitting them: a retry after a crash or a 5xx resubmits
         # these instead of running the tools again.
         kept = job.model_copy(update={"tool_calls": [*job.tool_calls, *records]})
+        now = time.time()
         stored = _save(rt, loaded, Step(kept, Task.ACT, now + settings.lease_s), now)
         if stored is None:
             return
@@ -164,7 +174,6 @@ def act(rt: Runtime, job_id: str) -> None:
     job = loaded.record
     by_id = {record.id: record.output for record in job.tool_calls}
     outputs = [(call.id, by_id[call.id]) for call in job.required_calls]
-    rt.store.spend_requests(1, force=True)
     try:
         snap = rt.adapter.submit_tool_outputs(job, outputs)
     except RetryableApiError as exc:
@@ -199,18 +208,28 @@ def _after_refusal(rt: Runtime, loaded: Loaded, refusal: FinalApiError) -> None:
 CANCEL_CAS_ATTEMPTS = 5
 
 
-def cancel(rt: Runtime, job_id: str) -> None:
+def _cancel_pending(rt: Runtime, job_id: str) -> bool:
+    """A cancel asked for but not carried out (its message lost, or the worker taking it
+    died): the job's own next task carries it out instead. True when it did."""
+    if not rt.store.cancel_unfinished(job_id):
+        return False
+    return cancel(rt, job_id)
+
+
+def cancel(rt: Runtime, job_id: str) -> bool:
+    """Carry out a cancel request; False when no request was there to take."""
     if not rt.store.take_cancel(job_id):
-        return
+        return False
     cancelled_run: str | None = None
     for _ in range(CANCEL_CAS_ATTEMPTS):
         loaded = rt.store.find(job_id)
         if loaded is None:
-            return
+            return True
         now = time.time()
         step = machine.on_cancel_requested(loaded.record, now)
         if step is None:
-            return
+            rt.store.cancel_done(job_id)
+            return True
         run_id = loaded.record.run_id
         if step.record.status is JobStatus.CANCELLING and cancelled_run != run_id:
             try:
@@ -221,8 +240,10 @@ def cancel(rt: Runtime, job_id: str) -> None:
             except RetryableApiError as exc:
                 rt.store.request_cancel(job_id)
                 _fail_api(rt, loaded, exc, Task.CANCEL, now)
-                return
+                return True
             # one remote cancel per run, even when the store below must be retried
             cancelled_run = run_id
         if _save(rt, loaded, step, now) is not None:
-            return
+            rt.store.cancel_done(job_id)
+            return True
+    return True

@@ -8,7 +8,8 @@ AskqError
 │   └── RecordError        a stored record that cannot be read back
 └── ApiError               an outcome of a call to the assistant API
     ├── RetryableApiError  429, 5xx, timeouts, connection errors: try again later
-    │   └── ThreadBusy     the thread/conversation has an active run
+    │   ├── ThreadBusy     the thread/conversation has an active run
+    │   └── RateLimited    askq's own request budget (ASKQ_RATE_LIMIT_RPM) is spent
     └── FinalApiError      other 4xx: the API refused; the job fails with its message
         └── RunGone        the run/response is not there any more (404)
 """
@@ -67,6 +68,10 @@ class RetryableApiError(ApiError):
 
 class ThreadBusy(RetryableApiError):
     """The thread (or conversation) is locked by an active run."""
+
+
+class RateLimited(RetryableApiError):
+    """Not sent: the global request budget says wait `retry_after` seconds first."""
 
 
 class FinalApiError(ApiError):

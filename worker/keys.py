@@ -8,6 +8,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+JOB_LATENCY_BUCKETS: tuple[float, ...] = (
+    0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+)  # fmt: skip
+"""Upper bounds (s) of the job latency histogram (`Keys.job_latency`); `+Inf` holds the rest."""
+
+
+def job_latency_bucket(seconds: float) -> str:
+    """The `le` of the `Keys.job_latency` bucket that counts a job that took `seconds`."""
+    for bound in JOB_LATENCY_BUCKETS:
+        if seconds <= bound:
+            return repr(bound)
+    return "+Inf"
+
 
 @dataclass(frozen=True)
 class Keys:
@@ -98,3 +111,11 @@ class Keys:
     def api_requests(self) -> str:
         """Hash: `<method> <status>` → API requests made (metrics)."""
         return f"{self.prefix}:api-requests"
+
+    @property
+    def job_latency(self) -> str:
+        """Hash: histogram of job latency (submission → terminal status), kept by the
+        transition script: `<status> <le>` → jobs that ended in `status` and fell in that
+        bucket alone (not cumulative; `le` from `job_latency_bucket`), `<status> sum` → their
+        total seconds (metrics)."""
+        return f"{self.prefix}:job-latency"

@@ -31,10 +31,12 @@ return 1
 
 TRANSITION = """
 -- Compare-and-set of a job record on its version, with every index kept in step.
--- KEYS: job, due, deadlines, inflight, waiting, counts, batch_counts, thread_queue, wake
+-- KEYS: job, due, deadlines, inflight, waiting, counts, batch_counts, thread_queue, wake,
+--       job_latency
 -- ARGV: 1 expected_version, 2 record, 3 old_status, 4 new_status, 5 next_task,
 --       6 due ('' keep, '-' remove, else epoch s), 7 terminal, 8 ttl, 9 now,
---       10 has_batch, 11 has_thread, 12 max_inflight, 13 job_id
+--       10 has_batch, 11 has_thread, 12 max_inflight, 13 job_id,
+--       14 latency bucket ('' when the job does not end here), 15 latency (s)
 local v = redis.call('HGET', KEYS[1], 'version')
 if v ~= ARGV[1] then return 0 end
 local id = ARGV[13]
@@ -58,6 +60,10 @@ elseif ARGV[6] ~= '' then
   -- due sooner, so a short poll delay is not stretched to the pump's idle wait
   if tonumber(ARGV[6]) <= tonumber(now) + 1 then redis.call('RPUSH', KEYS[9], '1') end
 end
+if ARGV[14] ~= '' then
+  redis.call('HINCRBY', KEYS[10], ARGV[4] .. ' ' .. ARGV[14], 1)
+  redis.call('HINCRBYFLOAT', KEYS[10], ARGV[4] .. ' sum', ARGV[15])
+end
 if ARGV[7] == '1' then
   redis.call('ZREM', KEYS[2], id)
   redis.call('ZREM', KEYS[3], id)
@@ -77,9 +83,12 @@ if ARGV[7] == '1' then
     end
   end
   if ARGV[11] == '1' then
+    -- only the head of a thread's queue runs: when it ends, the next one is due; a job
+    -- leaving from further back (cancelled while waiting) must not disturb the head
+    local was_head = redis.call('LINDEX', KEYS[8], 0) == id
     redis.call('LREM', KEYS[8], 1, id)
     local head = redis.call('LINDEX', KEYS[8], 0)
-    if head then
+    if was_head and head then
       redis.call('ZADD', KEYS[2], now, head)
       redis.call('RPUSH', KEYS[9], '1')
     end
@@ -181,9 +190,14 @@ return 0
 """
 
 TAKE_CANCEL = """
--- Exactly one askq.cancel message acts on a cancel request. KEYS: job
-if redis.call('HGET', KEYS[1], 'cancel') == 'requested' then
-  redis.call('HSET', KEYS[1], 'cancel', 'taken')
+-- Exactly one task acts on a cancel request: `requested` becomes `taken:<when>`. A take
+-- older than the lease (its worker died) may be taken again.
+-- KEYS: job; ARGV: now, stale_before
+local flag = redis.call('HGET', KEYS[1], 'cancel')
+if not flag then return 0 end
+local taken_at = tonumber(string.match(flag, '^taken:(.+)$') or '')
+if flag == 'requested' or (taken_at and taken_at < tonumber(ARGV[2])) then
+  redis.call('HSET', KEYS[1], 'cancel', 'taken:' .. ARGV[1])
   return 1
 end
 return 0

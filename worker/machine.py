@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from worker.errors import ApiError, FinalApiError, RetryableApiError, ThreadBusy
+from worker.errors import ApiError, FinalApiError, RateLimited, RetryableApiError, ThreadBusy
 from worker.models import ErrorInfo, JobRecord, ToolCall, ToolCallRecord, Usage
 from worker.states import RUN_STATUS, JobStatus
 
@@ -41,8 +41,6 @@ class Snapshot:
     usage: Usage | None = None
     error: ErrorInfo | None = None
     poll_after_s: float | None = None
-    requests: int = 1
-    """API requests this look took (reading a finished run's messages adds some)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +52,9 @@ class Step:
     @property
     def terminal(self) -> bool:
         return self.record.status.terminal
+
+
+RETRY_CEILING_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -83,9 +84,9 @@ class PollPolicy:
         return backoff * (1 + rng.uniform(-self.jitter, self.jitter))
 
     def retry_delay(self, attempt: int, retry_after_s: float | None, rng: random.Random) -> float:
-        """Back-off for a failed API call (429, 5xx, timeout): exponential with full
-        jitter, never sooner than `Retry-After`."""
-        ceiling = min(60.0, self.min_s * 2**attempt)
+        """Back-off for a failed API call (429, 5xx, timeout): exponential from `min_s`
+        with equal jitter (half fixed, half random), never sooner than `Retry-After`."""
+        ceiling = min(RETRY_CEILING_S, self.min_s * 2**attempt)
         delay = rng.uniform(ceiling / 2, ceiling)
         return max(delay, retry_after_s or 0.0)
 
@@ -123,12 +124,20 @@ def on_timeout(job: JobRecord, now: float) -> Step:
 def on_thread_created(job: JobRecord, thread_id: str, lease_until: float) -> Step:
     """Half-way through a start: the thread exists. The same start goes on at once; only
     if it dies does the job come back, when its lease ends."""
-    record = job.model_copy(update={"thread_id": thread_id, "thread_created": True})
+    record = job.model_copy(
+        update={
+            "thread_id": thread_id,
+            "thread_created": True,
+            "api_retries": 0,
+            "maybe_started": True,
+        }
+    )
     return Step(record, Task.START, lease_until)
 
 
 def on_message_added(job: JobRecord, message_id: str, lease_until: float) -> Step:
-    return Step(job.model_copy(update={"message_id": message_id}), Task.START, lease_until)
+    record = job.model_copy(update={"message_id": message_id, "maybe_started": True})
+    return Step(record, Task.START, lease_until)
 
 
 def on_started(
@@ -150,6 +159,7 @@ def on_started(
             else job.run_ids,
             "started_at": job.started_at or _dt(now),
             "api_retries": 0,
+            "maybe_started": False,
         }
     )
     return on_snapshot(record, snap, now, policy, rng, expected_s, first=True)
@@ -213,9 +223,17 @@ def on_api_error(
     """Retry what may succeed later (re-enqueued with back-off, never slept); fail the job
     with the API's own message when retrying cannot help."""
     info = ErrorInfo(code=error.code, message=error.message)
+    if isinstance(error, RateLimited):
+        # askq's own budget: wait exactly as long as it says (with jitter), costs no retry
+        delay = (error.retry_after or policy.min_s) * (1 + rng.uniform(0, policy.jitter))
+        return Step(job, task, now + delay)
+    if isinstance(error, ThreadBusy):
+        # someone else's run on the thread: wait longer each time, bounded by the timeout
+        waits = job.busy_waits + 1
+        record = job.model_copy(update={"busy_waits": waits})
+        return Step(record, task, now + policy.retry_delay(min(waits, 6), error.retry_after, rng))
     if isinstance(error, RetryableApiError):
-        busy = isinstance(error, ThreadBusy)
-        retries = job.api_retries if busy else job.api_retries + 1
+        retries = job.api_retries + 1
         if retries > max_retries:
             return finish(job, JobStatus.FAILED, now, info)
         record = job.model_copy(update={"api_retries": retries})

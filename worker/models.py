@@ -142,6 +142,10 @@ class JobRecord(BaseModel):
     message_id: str | None = Field(
         default=None, description="The message askq added to an existing thread."
     )
+    maybe_started: bool = Field(
+        default=False,
+        description="A run may exist that askq has not recorded (a start was cut short).",
+    )
     run_id: str | None = None
     run_ids: list[str] = Field(
         default_factory=list, description="Every run/response of this job, oldest first."
@@ -156,6 +160,7 @@ class JobRecord(BaseModel):
     tool_calls: list[ToolCallRecord] = Field(default_factory=list)
     polls: int = 0
     api_retries: int = 0
+    busy_waits: int = 0
     cancel_sent: bool = False
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None

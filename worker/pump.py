@@ -76,16 +76,16 @@ class Pump:
         """One round: claim and publish what is due, sweep when it is time. Returns how long
         the loop may wait for a wake-up before the next round."""
         now = time.time()
-        claims = self.store.claim_due(now, CLAIM_BATCH)
-        if claims:
-            self.publish(claims)
-            if len(claims) == CLAIM_BATCH:
-                return 0.0
         if now >= self.next_sweep:
             self.sweep(now)
             self.next_sweep = now + self.settings.sweep_interval_s
         if self.heartbeat is not None:
             self.heartbeat.touch()
+        claims = self.store.claim_due(now, CLAIM_BATCH)
+        if claims:
+            self.publish(claims)
+            if len(claims) == CLAIM_BATCH:
+                return 0.0
         next_due = self.store.next_due_at()
         wait = IDLE_WAIT_S if next_due is None else next_due - time.time()
         return max(0.0, min(wait, IDLE_WAIT_S, self.next_sweep - time.time()))

@@ -55,17 +55,18 @@ def make_adapter(
     client: httpx.Client,
     registry: ToolRegistry = REGISTRY,
     hook: Any = None,
+    budget: Any = None,
 ) -> Adapter:
     specs = tool_specs_for(registry, settings.api_style)
     if settings.api_style == "responses":
         from worker.adapters.responses import ResponsesAdapter
 
         adapter: Adapter = ResponsesAdapter(
-            client, model=settings.model, tool_specs=specs, hook=hook
+            client, model=settings.model, tool_specs=specs, hook=hook, budget=budget
         )
         return adapter
     return AssistantsAdapter(
-        client, assistant_id=settings.assistant_id, tool_specs=specs, hook=hook
+        client, assistant_id=settings.assistant_id, tool_specs=specs, hook=hook, budget=budget
     )
 
 
@@ -104,7 +105,14 @@ def build_runtime(settings: Settings, registry: ToolRegistry = REGISTRY) -> Runt
         tools=registry,
         pid=os.getpid(),
     )
-    runtime.adapter = make_adapter(settings, http, registry, runtime.count_request)
+    store = runtime.store
+    runtime.adapter = make_adapter(
+        settings,
+        http,
+        registry,
+        runtime.count_request,
+        lambda follow_up: store.spend_requests(1, force=follow_up),
+    )
     return runtime
 
 

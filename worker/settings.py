@@ -70,8 +70,9 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str) -> str:
-        if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
-            raise ValueError("ASKQ_REDIS_URL must start with redis://, rediss:// or unix://")
+        # it is also the Celery broker URL: kombu's Redis transport takes these two schemes
+        if urlsplit(value).scheme not in ("redis", "rediss"):
+            raise ValueError("ASKQ_REDIS_URL must start with redis:// or rediss://")
         return value
 
     @model_validator(mode="after")

@@ -18,7 +18,7 @@ import redis
 
 from worker import lua
 from worker.errors import NotFound, StoreError
-from worker.keys import Keys
+from worker.keys import Keys, job_latency_bucket
 from worker.models import BatchRecord, JobRecord, JobRequest
 from worker.settings import Settings
 from worker.states import JobStatus
@@ -216,6 +216,8 @@ class JobStore:
         terminal = record.status.terminal
         thread = record.request.thread_id
         due = "-" if due_at is None else repr(due_at)
+        ends = terminal and not old.status.terminal
+        latency = max(0.0, now - old.created_at.timestamp())
         version = self._call(
             lambda: self._transition(
                 keys=[
@@ -228,6 +230,7 @@ class JobStore:
                     k.batch_counts(old.batch_id) if old.batch_id else k.counts,
                     k.thread_queue(thread) if thread else k.job(record.job_id),
                     k.wake,
+                    k.job_latency,
                 ],
                 args=[
                     loaded.version,
@@ -243,6 +246,8 @@ class JobStore:
                     "1" if thread else "0",
                     self.settings.max_inflight,
                     record.job_id,
+                    job_latency_bucket(latency) if ends else "",
+                    repr(latency),
                 ],
             )
         )
@@ -334,10 +339,23 @@ class JobStore:
         return True
 
     def take_cancel(self, job_id: str) -> bool:
-        return bool(self._call(lambda: self._take_cancel(keys=[self.keys.job(job_id)])))
+        now = time.time()
+        return bool(
+            self._call(
+                lambda: self._take_cancel(
+                    keys=[self.keys.job(job_id)],
+                    args=[repr(now), repr(now - self.settings.lease_s)],
+                )
+            )
+        )
 
-    def cancel_requested(self, job_id: str) -> bool:
-        return self._call(lambda: self.redis.hget(self.keys.job(job_id), "cancel")) is not None
+    def cancel_unfinished(self, job_id: str) -> bool:
+        """A cancel was asked for and has not been carried out yet."""
+        flag = self._call(lambda: self.redis.hget(self.keys.job(job_id), "cancel"))
+        return flag is not None and text(flag) != "done"
+
+    def cancel_done(self, job_id: str) -> None:
+        self._call(lambda: self.redis.hset(self.keys.job(job_id), "cancel", "done"))
 
     # -- sweeping -------------------------------------------------------------------------
 

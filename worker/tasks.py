@@ -18,7 +18,7 @@ from worker.runtime import Runtime, runtime
 log = logging.getLogger("askq")
 
 
-def _run(step: Callable[[Runtime, str], None], job_id: str, *, ticket: str | None) -> None:
+def _run(step: Callable[[Runtime, str], object], job_id: str, *, ticket: str | None) -> None:
     try:
         rt = runtime()
         if ticket is not None and not rt.store.take_ticket(job_id, ticket):

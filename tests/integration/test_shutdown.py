@@ -5,6 +5,7 @@ exactly one remote run each."""
 from __future__ import annotations
 
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -17,6 +18,20 @@ from worker.celery_app import create_app
 from worker.states import JobStatus
 
 JOBS = 300
+
+
+def stacks(pid: int) -> str:
+    """Where a worker that does not exit is stuck (py-spy, when installed), for the report."""
+    spy = shutil.which("py-spy")
+    if spy is None:
+        return "(install py-spy to see where the worker hangs)"
+    done = subprocess.run(
+        [spy, "dump", "--subprocesses", "--pid", str(pid)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return done.stdout[-6000:] + done.stderr[-1000:]
 
 
 @ASSISTANTS_ONLY
@@ -45,7 +60,10 @@ def test_sigterm_mid_batch_exits_cleanly_and_the_other_worker_finishes(
     try:
         code = leaving.process.wait(timeout=window)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"worker still running {window:g} s after SIGTERM:\n{leaving.output()[-3000:]}")
+        pytest.fail(
+            f"worker still running {window:g} s after SIGTERM:\n{leaving.output()[-2000:]}\n"
+            f"{stacks(leaving.process.pid)}"
+        )
     exit_s = time.monotonic() - signalled
     assert code == 0, leaving.output()[-3000:]
     log = leaving.output()

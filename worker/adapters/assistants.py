@@ -9,12 +9,13 @@ list after a crash between the POST and the write that records its answer.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import Any
 
 import httpx
 
-from worker.adapters.base import HttpApi, RequestHook, ToolSpecs, poll_after
+from worker.adapters.base import Budget, HttpApi, RequestHook, ToolSpecs, poll_after
 from worker.errors import FinalApiError
 from worker.machine import Snapshot
 from worker.models import ErrorInfo, JobRecord, ToolCall, Usage
@@ -81,12 +82,16 @@ class AssistantsAdapter:
         assistant_id: str,
         tool_specs: ToolSpecs,
         hook: RequestHook | None = None,
+        budget: Budget | None = None,
     ) -> None:
-        self.api = HttpApi(client, hook)
+        self.api = HttpApi(client, hook, budget)
         self.assistant_id = assistant_id
         self.tool_specs = tool_specs
 
     # -- starting ---------------------------------------------------------------------
+
+    def follow_up(self) -> AbstractContextManager[None]:
+        return self.api.follow_up()
 
     def create_thread(self, job: JobRecord) -> str:
         body = {
@@ -176,18 +181,17 @@ class AssistantsAdapter:
         run = response.json()
         snap = self._snapshot(run, poll_after(response))
         if run.get("status") == "completed":
-            answer, pages = self.answer(job.thread_id, run["id"])
-            return replace(snap, answer=answer, requests=1 + pages)
+            with self.api.follow_up():
+                answer = self.answer(job.thread_id, run["id"])
+            return replace(snap, answer=answer)
         return snap
 
-    def answer(self, thread_id: str, run_id: str) -> tuple[str, int]:
+    def answer(self, thread_id: str, run_id: str) -> str:
         """The run's own assistant messages, oldest first, joined by a blank line: never
         "the newest message on the thread", which may belong to another run."""
         texts: list[str] = []
         after: str | None = None
-        pages = 0
         while True:
-            pages += 1
             params: dict[str, Any] = {"run_id": run_id, "order": "asc", "limit": 100}
             if after:
                 params["after"] = after
@@ -202,7 +206,7 @@ class AssistantsAdapter:
                 message_text(m) for m in page.get("data") or [] if m.get("role") == "assistant"
             )
             if not page.get("has_more") or not page.get("last_id"):
-                return "\n\n".join(texts), pages
+                return "\n\n".join(texts)
             after = page["last_id"]
 
     def submit_tool_outputs(self, job: JobRecord, outputs: list[tuple[str, str]]) -> Snapshot:

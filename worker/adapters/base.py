@@ -7,7 +7,9 @@ any job. It takes its `httpx.Client` from outside: one pooled client per worker 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 
 import httpx
@@ -15,6 +17,7 @@ import httpx
 from worker.errors import (
     ApiError,
     FinalApiError,
+    RateLimited,
     RetryableApiError,
     RunGone,
     ThreadBusy,
@@ -24,6 +27,10 @@ from worker.models import JobRecord
 
 ToolSpecs = Callable[[JobRecord], list[dict[str, Any]]]
 """The function-tool definitions to send with a job's run, in the adapter's shape."""
+
+Budget = Callable[[bool], float]
+"""Takes one request from the global budget (True: a follow-up that may overdraw it);
+returns the seconds to wait first, 0.0 to go now."""
 
 RequestHook = Callable[[str, int], None]
 """Called with (route, status) after every API response (status 0: no response)."""
@@ -35,6 +42,11 @@ BUSY_PHRASES = ("already has an active run", "while a run", "conversation_locked
 
 class Adapter(Protocol):
     """The one interface both protocols implement."""
+
+    def follow_up(self) -> AbstractContextManager[None]:
+        """Requests made inside complete a step already begun (the run right after its
+        thread): they spend the request budget even when it is exhausted."""
+        ...
 
     def create_thread(self, job: JobRecord) -> str: ...
 
@@ -88,9 +100,30 @@ def poll_after(response: httpx.Response) -> float | None:
 class HttpApi:
     """Sends one request, classifies the outcome into the askq error tree."""
 
-    def __init__(self, client: httpx.Client, hook: RequestHook | None = None) -> None:
+    def __init__(
+        self, client: httpx.Client, hook: RequestHook | None = None, budget: Budget | None = None
+    ) -> None:
         self.client = client
         self.hook = hook
+        self.budget = budget
+        self._local = threading.local()
+
+    @contextmanager
+    def follow_up(self) -> Iterator[None]:
+        self._local.follow_up = True
+        try:
+            yield
+        finally:
+            self._local.follow_up = False
+
+    def _spend(self, method: str, route: str) -> None:
+        if self.budget is None:
+            return
+        wait = self.budget(getattr(self._local, "follow_up", False))
+        if wait > 0:
+            raise RateLimited(
+                f"{method} {route}: request budget spent", code="rate_limited", retry_after=wait
+            )
 
     def call(
         self,
@@ -102,6 +135,7 @@ class HttpApi:
         params: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
+        self._spend(method, route)
         try:
             response = self.client.request(method, url, json=json, params=params, headers=headers)
         except httpx.TimeoutException as exc:

@@ -16,11 +16,12 @@ that case is at-least-once.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Any
 
 import httpx
 
-from worker.adapters.base import HttpApi, RequestHook, ToolSpecs, poll_after
+from worker.adapters.base import Budget, HttpApi, RequestHook, ToolSpecs, poll_after
 from worker.errors import FinalApiError
 from worker.machine import Snapshot
 from worker.models import ErrorInfo, JobRecord, ToolCall, Usage
@@ -88,10 +89,14 @@ class ResponsesAdapter:
         model: str,
         tool_specs: ToolSpecs,
         hook: RequestHook | None = None,
+        budget: Budget | None = None,
     ) -> None:
-        self.api = HttpApi(client, hook)
+        self.api = HttpApi(client, hook, budget)
         self.model = model
         self.tool_specs = tool_specs
+
+    def follow_up(self) -> AbstractContextManager[None]:
+        return self.api.follow_up()
 
     def create_thread(self, job: JobRecord) -> str:
         response = self.api.call(
