@@ -164,9 +164,11 @@ def batch(file: str, name: str | None, fmt: str | None, wait_: bool, timeout: fl
     if not parsed.items:
         fail(f"no usable line in {file}")
     api = client()
-    batch_id = api.submit_batch([item.request for item in parsed.items], name=name)
+    submitted = api.submit([item.request for item in parsed.items], name=name)
+    batch_id = submitted.batch_id
     rejected = f", {len(parsed.errors)} bad lines skipped" if parsed.errors else ""
-    say(f"askq: submitted {len(parsed.items)} jobs{rejected}")
+    again = f", {submitted.skipped} already in batch {name!r} skipped" if submitted.skipped else ""
+    say(f"askq: submitted {submitted.accepted} jobs{again}{rejected}")
     click.echo(batch_id)
     if wait_:
         try:

@@ -71,6 +71,13 @@ class BatchStatus:
 
 
 @dataclass(frozen=True)
+class SubmittedBatch:
+    batch_id: str
+    accepted: int
+    skipped: int
+
+
+@dataclass(frozen=True)
 class CancelOutcome:
     requested: int
     already_finished: int
@@ -107,18 +114,27 @@ class Client:
     def submit_batch(
         self, items: Iterable[JobRequest | str | dict[str, Any]], name: str | None = None
     ) -> str:
-        """Submit many jobs as one batch; returns the batch id. Results keep this order."""
+        """Submit many jobs as one batch; returns the batch id. Results keep this order.
+        With a `name` used before, adds to that batch, skipping the items it already has
+        (same `custom_id`, or the same request): re-submitting a file is safe."""
+        return self.submit(items, name=name).batch_id
+
+    def submit(
+        self, items: Iterable[JobRequest | str | dict[str, Any]], name: str | None = None
+    ) -> SubmittedBatch:
+        """`submit_batch`, also telling how many items were skipped as already submitted."""
         requests = [self._check(_as_request(item)) for item in items]
         if not requests:
             raise InputError("the batch is empty")
         submitted = self.store.submit(requests, batch=True, name=name)
         assert submitted.batch_id is not None
-        return submitted.batch_id
+        return SubmittedBatch(submitted.batch_id, len(submitted.job_ids), submitted.skipped)
 
     def status(self, identifier: str) -> JobResult | BatchStatus:
         """A job's result record, or a batch's counts. Raises `NotFound`."""
         if is_batch_id(identifier):
             batch = self.store.batch(identifier)
+            batch = batch.model_copy(update={"size": self.store.batch_size(identifier)})
             return BatchStatus(batch, self.store.batch_counts(identifier))
         return self.store.load(identifier).record.result()
 

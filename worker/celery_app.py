@@ -25,6 +25,7 @@ def create_app(settings: Settings) -> Celery:
     app = Celery("askq", include=["worker.tasks"])
     app.conf.update(
         broker_url=settings.redis_url,
+        broker_transport="worker.broker:Transport",
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         broker_transport_options={

@@ -48,6 +48,11 @@ class Keys:
         """Hash: status → number of the batch's jobs in it (kept by the transition script)."""
         return f"{self.prefix}:batch:{batch_id}:counts"
 
+    def batch_items(self, batch_id: str) -> str:
+        """Hash: item key (custom_id, or a digest of the request) → job id, so re-submitting
+        the same items to a named batch skips them."""
+        return f"{self.prefix}:batch:{batch_id}:items"
+
     def batch_name(self, name: str) -> str:
         """String: the batch id submitted under a user-chosen name (safe re-submission)."""
         return f"{self.prefix}:batch-name:{name}"

@@ -7,9 +7,14 @@ numbers in replies to integers.
 from __future__ import annotations
 
 SUBMIT = """
--- KEYS: job, batch_jobs, batch_counts, counts, due, deadlines, thread_queue
--- ARGV: job_id, record, now, deadline, has_batch, has_thread, batch_ttl
+-- KEYS: job, batch_jobs, batch_counts, counts, due, deadlines, thread_queue, batch_items
+-- ARGV: job_id, record, now, deadline, has_batch, has_thread, batch_ttl, item_key
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if ARGV[5] == '1' then
+  -- a re-submitted item (same custom_id, or the same request again) is not run twice
+  if redis.call('HSETNX', KEYS[8], ARGV[8], ARGV[1]) == 0 then return 0 end
+  redis.call('EXPIRE', KEYS[8], ARGV[7])
+end
 redis.call('HSET', KEYS[1], 'version', 1, 'status', 'pending', 'record', ARGV[2],
            'next', 'askq.start')
 redis.call('HINCRBY', KEYS[4], 'pending', 1)

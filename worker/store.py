@@ -7,6 +7,7 @@ indexes it affects, so a duplicate or late task can never corrupt a job.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -25,6 +26,21 @@ from worker.states import JobStatus
 
 SUBMIT_CHUNK = 500
 T = TypeVar("T")
+
+
+def item_keys(requests: Sequence[JobRequest]) -> list[str]:
+    """What makes an item "the same" on re-submission: its custom_id, else the request itself
+    (with a count, so a question asked twice in one file is two items)."""
+    seen: dict[str, int] = {}
+    keys = []
+    for request in requests:
+        if request.custom_id is not None:
+            keys.append(f"id:{request.custom_id}")
+            continue
+        digest = hashlib.sha1(request.model_dump_json().encode()).hexdigest()
+        seen[digest] = seen.get(digest, 0) + 1
+        keys.append(f"sha1:{digest}:{seen[digest]}")
+    return keys
 
 
 def text(value: bytes | str) -> str:
@@ -102,24 +118,23 @@ class JobStore:
     def submit(
         self, requests: Sequence[JobRequest], *, batch: bool, name: str | None = None
     ) -> Submitted:
-        """Store the jobs and make them due. A batch record is written first, so a batch
-        interrupted half-way still lists every job it accepted."""
+        """Store the jobs and make them due. The batch record is written first, so a batch
+        interrupted half-way still lists every job it accepted. Submitting to a batch name
+        used before adds to that batch and skips the items it already holds."""
         now = time.time()
-        batch_id = new_batch_id() if batch else None
         k = self.keys
         batch_ttl = int(self.settings.result_ttl_s + self.settings.job_timeout_s)
-        if batch_id is not None:
-            record = BatchRecord(batch_id=batch_id, name=name, size=len(requests))
-            self._call(
-                lambda: self.redis.set(k.batch(batch_id), record.model_dump_json(), ex=batch_ttl)
-            )
+        batch_id = self._batch_for(name, len(requests), batch_ttl) if batch else None
         job_ids: list[str] = []
+        skipped = 0
+        keys = item_keys(requests)
         for start in range(0, len(requests), SUBMIT_CHUNK):
-            chunk = requests[start : start + SUBMIT_CHUNK]
+            chunk = list(enumerate(requests[start : start + SUBMIT_CHUNK], start))
             pipe = self.redis.pipeline(transaction=False)
-            for offset, request in enumerate(chunk):
-                job = self.new_record(request, batch_id=batch_id, seq=start + offset, now=now)
-                job_ids.append(job.job_id)
+            jobs = []
+            for index, request in chunk:
+                job = self.new_record(request, batch_id=batch_id, seq=index, now=now)
+                jobs.append(job.job_id)
                 thread = request.thread_id
                 self._submit(
                     keys=[
@@ -130,6 +145,7 @@ class JobStore:
                         k.due,
                         k.deadlines,
                         k.thread_queue(thread) if thread else k.job(job.job_id),
+                        k.batch_items(batch_id) if batch_id else k.job(job.job_id),
                     ],
                     args=[
                         job.job_id,
@@ -139,13 +155,37 @@ class JobStore:
                         "1" if batch_id else "0",
                         "1" if thread else "0",
                         batch_ttl,
+                        keys[index],
                     ],
                     client=pipe,
                 )
             pipe.rpush(k.wake, "1")
             pipe.ltrim(k.wake, 0, 63)
-            self._call(pipe.execute)
-        return Submitted(batch_id=batch_id, job_ids=job_ids)
+            outcomes = self._call(pipe.execute)[: len(jobs)]
+            for job_id, accepted in zip(jobs, outcomes, strict=True):
+                if accepted:
+                    job_ids.append(job_id)
+                else:
+                    skipped += 1
+        return Submitted(batch_id=batch_id, job_ids=job_ids, skipped=skipped)
+
+    def _batch_for(self, name: str | None, size: int, ttl: int) -> str:
+        k = self.keys
+        batch_id = new_batch_id()
+        if name is not None:
+            claimed = self._call(
+                lambda: self.redis.set(k.batch_name(name), batch_id, nx=True, ex=ttl)
+            )
+            if not claimed:
+                existing = self._call(lambda: self.redis.get(k.batch_name(name)))
+                if existing is not None and self._call(
+                    lambda: self.redis.exists(k.batch(text(existing)))
+                ):
+                    return text(existing)
+                self._call(lambda: self.redis.set(k.batch_name(name), batch_id, ex=ttl))
+        record = BatchRecord(batch_id=batch_id, name=name, size=size)
+        self._call(lambda: self.redis.set(k.batch(batch_id), record.model_dump_json(), ex=ttl))
+        return batch_id
 
     # -- reading --------------------------------------------------------------------------
 
@@ -175,6 +215,9 @@ class JobStore:
         if raw is None:
             raise NotFound(f"no batch {batch_id!r} (unknown, or its results expired)")
         return BatchRecord.model_validate_json(raw)
+
+    def batch_size(self, batch_id: str) -> int:
+        return int(self._call(lambda: self.redis.llen(self.keys.batch_jobs(batch_id))))
 
     def batch_job_ids(self, batch_id: str) -> list[str]:
         raw = self._call(lambda: self.redis.lrange(self.keys.batch_jobs(batch_id), 0, -1))

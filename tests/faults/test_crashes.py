@@ -92,7 +92,10 @@ def test_redis_restart_mid_batch(
         time.sleep(1.0)  # Redis is down for a while (the point of the test, not a wait)
         aof_redis.start()
         restarted = time.time()
-        final = deployment.client.wait(batch_id, timeout=180)
+        try:
+            final = deployment.client.wait(batch_id, timeout=180)
+        except TimeoutError:
+            raise AssertionError(f"alive={worker.alive()}\n{worker.output()[-6000:]}") from None
         print(f"\nRedis restart: batch done {time.time() - restarted:.1f} s after Redis came back")
         assert final.completed == 300  # type: ignore[union-attr]
         assert worker.alive(), worker.output()[-3000:]

@@ -159,3 +159,15 @@ def test_next_task_is_recorded_for_the_pump(store: JobStore) -> None:
     running = loaded.record.model_copy(update={"status": JobStatus.RUNNING})
     store.transition(loaded, running, next_task=Task.POLL, due_at=time.time() - 1)
     assert [(c.job_id, c.task) for c in store.claim_due(time.time(), 10)] == [(job_id, "askq.poll")]
+
+
+def test_resubmitting_a_named_batch_skips_what_it_holds(store: JobStore) -> None:
+    first = [JobRequest(question="q1", custom_id="a"), JobRequest(question="q2")]
+    one = store.submit(first, batch=True, name="nightly")
+    again = [*first, JobRequest(question="q3", custom_id="c"), JobRequest(question="q2")]
+    two = store.submit(again, batch=True, name="nightly")
+    assert two.batch_id == one.batch_id
+    assert two.skipped == 2 and len(two.job_ids) == 2  # "q2" twice is two items
+    assert store.batch_size(one.batch_id) == 4
+    other = store.submit(first, batch=True, name="other")
+    assert other.batch_id != one.batch_id and other.skipped == 0
