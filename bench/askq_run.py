@@ -19,6 +19,8 @@ from producer.client import Client
 from worker.settings import load_settings
 from worker.states import JobStatus
 
+ARRIVAL_TICK_S = 0.5
+
 
 def job_key_sample(url: str, prefix: str = "askq:job:", limit: int = 200) -> dict[str, float]:
     """Mean MEMORY USAGE of up to `limit` job hashes."""
@@ -27,6 +29,18 @@ def job_key_sample(url: str, prefix: str = "askq:job:", limit: int = 200) -> dic
         keys = [k for k in client.scan_iter(match=f"{prefix}*", count=1000)][:limit]
         sizes = [client.memory_usage(k, samples=0) or 0 for k in keys]
         return {"keys": len(keys), "mean_bytes": sum(sizes) / len(sizes) if sizes else 0.0}
+    finally:
+        client.close()
+
+
+def command_calls(url: str) -> dict[str, int]:
+    """Redis INFO commandstats: calls per command (server-wide, so one run at a time)."""
+    client = redis.Redis.from_url(url)
+    try:
+        return {
+            k.removeprefix("cmdstat_"): int(v["calls"])
+            for k, v in client.info("commandstats").items()
+        }
     finally:
         client.close()
 
@@ -41,12 +55,14 @@ def run_askq(
     env: dict[str, str] | None = None,
     timeout_s: float = 600.0,
     label: str = "askq",
+    app: str = "worker",
+    rate: float | None = None,
 ) -> dict[str, Any]:
     n = len(run_times)
     env = dict(env or {})
     url = stack.fresh_db()
     stack.reset_emulator(run_time_s=run_times[0], poll_after_ms=poll_after_ms)
-    started = stack.start_workers(workers, url, concurrency, env)
+    started = stack.start_workers(workers, url, concurrency, env, app)
     settings = load_settings(
         redis_url=url,
         api_base=stack.emulator.url,
@@ -61,31 +77,43 @@ def run_askq(
         **({"emulator": [emu_pid]} if emu_pid else {}),
     }
     mem_before = redis_used_memory(url)
+    calls_before = command_calls(url)
     peak_live = 0
     mem_at_peak_live = mem_before
     items = [question(i, t) for i, t in enumerate(run_times)]
+    # Paced arrival (`rate` jobs/s, as sub-batches every ARRIVAL_TICK_S) measures polling
+    # without the CPU burst of a whole batch arriving at once; None submits one batch.
+    chunk = n if rate is None else max(1, round(rate * ARRIVAL_TICK_S))
+    batch_ids: list[str] = []
+    mem_submitted = mem_before
+    submit_s = 0.0
     try:
         with Sampler(groups, url) as sampler:
             t0 = time.time()
-            batch_id = client.submit_batch(items)
-            submit_s = time.time() - t0
-            mem_submitted = redis_used_memory(url)
             deadline = time.monotonic() + timeout_s
             done = False
+            sent = 0
             while time.monotonic() < deadline:
-                status = client.status(batch_id)
-                live = status.in_flight  # type: ignore[union-attr]
+                while sent < n and (rate is None or time.time() - t0 >= sent / rate):
+                    batch_ids.append(client.submit_batch(items[sent : sent + chunk]))
+                    sent = min(n, sent + chunk)
+                    if sent == n:
+                        submit_s = time.time() - t0
+                        mem_submitted = redis_used_memory(url)
+                statuses = [client.status(b) for b in batch_ids]
+                live = sum(st.in_flight for st in statuses)  # type: ignore[union-attr]
                 if live > peak_live:
                     peak_live = live
                     mem_at_peak_live = redis_used_memory(url)
-                if status.done:  # type: ignore[union-attr]
+                if sent == n and all(st.done for st in statuses):  # type: ignore[union-attr]
                     done = True
                     break
-                time.sleep(0.2)
+                time.sleep(0.1 if rate else 0.2)
             t_end = time.time()
-        records = list(client.store.batch_records(batch_id))
+        records = [r for b in batch_ids for r in client.store.batch_records(b)]
         mem_after = redis_used_memory(url)
         key_sizes = job_key_sample(url)
+        calls_after = command_calls(url)
         stats = stack.control.stats()
     finally:
         client.close()
@@ -111,13 +139,20 @@ def run_askq(
         "concurrency": concurrency,
         "env": env,
         "poll_after_ms": poll_after_ms,
+        "arrival_rate": rate,
         "wall_s": wall,
+        "machine_busy_cores_mean": sampler.machine_busy() / max(wall, 1e-9),
         "submit_s": submit_s,
         "jobs_per_s": len(completed) / wall if wall > 0 else None,
         "overhead_s": latency_summary(overhead),
         "e2e_overhead_s": latency_summary(e2e),
         "requests_per_job": {k: v / n for k, v in sorted(requests.items())},
         "total_requests_per_job": sum(requests.values()) / n,
+        "redis_commands_per_job": {
+            k: round((v - calls_before.get(k, 0)) / n, 2)
+            for k, v in sorted(calls_after.items())
+            if v - calls_before.get(k, 0) > 0
+        },
         "status_codes": stats["status_codes"],
         "max_active_runs": stats["max_active_runs"],
         "runs_created": stats["runs_created"],

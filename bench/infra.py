@@ -161,7 +161,12 @@ class Stack:
         return env
 
     def start_workers(
-        self, count: int, redis_url: str, concurrency: int, env: dict[str, str]
+        self,
+        count: int,
+        redis_url: str,
+        concurrency: int,
+        env: dict[str, str],
+        app: str = "worker",
     ) -> list[Worker]:
         started = []
         for _ in range(count):
@@ -169,7 +174,7 @@ class Stack:
             heartbeat = self.tmp / f"worker{n}.alive"
             log = self.tmp / f"worker{n}.log"
             args = [
-                sys.executable, "-m", "celery", "-A", "worker", "worker", "--loglevel=WARNING",
+                sys.executable, "-m", "celery", "-A", app, "worker", "--loglevel=WARNING",
                 "--pool=threads", f"--concurrency={concurrency}", f"--hostname=bench{n}@%h",
                 "--without-mingle", "--without-gossip",
             ]  # fmt: skip
@@ -218,6 +223,15 @@ class Sampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._t0 = 0.0
 
+    @staticmethod
+    def _machine_busy() -> float:
+        t = psutil.cpu_times()
+        return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+    def machine_busy(self) -> float:
+        """CPU seconds the whole machine (every tenant) spent busy during the run."""
+        return self.machine_end - self.machine_start
+
     def _cpu(self) -> dict[str, float]:
         return {n: sum(tree_cpu(p) for p in ps) for n, ps in self.procs.items()}
 
@@ -243,6 +257,7 @@ class Sampler:
     def __enter__(self) -> Sampler:
         self._t0 = time.time()
         self.cpu_start = self._cpu()
+        self.machine_start = self._machine_busy()
         self._sample()
         self._thread.start()
         return self
@@ -252,6 +267,7 @@ class Sampler:
         self._thread.join()
         self._sample()
         self.cpu_end = self._cpu()
+        self.machine_end = self._machine_busy()
         if self.redis is not None:
             self.redis.close()
 

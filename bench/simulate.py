@@ -28,7 +28,7 @@ def sdk(hint_s: float | None) -> Schedule:
     def schedule(d: float, rng: random.Random) -> tuple[int, float]:
         k = math.floor(d / step + 1e-9)
         t = k * step if k * step >= d else (k + 1) * step
-        return int(round(t / step)) + 1, t - d
+        return round(t / step) + 1, t - d
 
     return schedule
 
@@ -69,6 +69,37 @@ def quantile_first(durations: list[float], q: float, policy: PollPolicy | None =
     return schedule
 
 
+def quantile_ladder(
+    durations: list[float], step: float = 0.1, policy: PollPolicy | None = None
+) -> Schedule:
+    """A proposal: look at the learned quantiles step, 2·step, … (each look has about the
+    same chance of finding the run done), never closer than `min_s` apart, then askq's
+    back-off past the largest."""
+    p = policy or PollPolicy()
+    marks: list[float] = []
+    q = step
+    while q < 1.0 - 1e-9:
+        v = percentile(durations, q) or p.min_s
+        if not marks or v - marks[-1] >= p.min_s:
+            marks.append(v)
+        q += step
+
+    def schedule(d: float, rng: random.Random) -> tuple[int, float]:
+        polls = 0
+        for t in marks:
+            polls += 1
+            if t >= d:
+                return polls, t - d
+        t, k = marks[-1], 0
+        while t < d:
+            t += p.delay(k, None, rng)
+            k += 1
+            polls += 1
+        return polls, t - d
+
+    return schedule
+
+
 def evaluate(schedule: Schedule, durations: list[float], seed: int = 1) -> dict[str, Any]:
     rng = random.Random(seed)
     gets, over = [], []
@@ -95,6 +126,7 @@ def table(workloads: dict[str, list[float]], hint_s: float) -> list[dict[str, An
             "askq + PollPolicy expected_s=learned mean (no hint)": askq(None, expected=mean),
             "proposal: first look at learned p10, then back-off": quantile_first(ds, 0.10),
             "proposal: first look at learned p50, then back-off": quantile_first(ds, 0.50),
+            "proposal: look at learned deciles p10, p20, …, then back-off": quantile_ladder(ds),
         }
         for label, sched in policies.items():
             rows.append({"workload": name, "policy": label, **evaluate(sched, ds)})

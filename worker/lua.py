@@ -105,16 +105,39 @@ return version
 
 CLAIM_DUE = """
 -- Claim due jobs: re-score each to its lease end (so a lost message is retried by the
--- sweep) and give it a ticket that exactly one task message may take.
--- KEYS: due; ARGV: now, limit, lease_until, job_prefix
+-- sweep) and give it a ticket that exactly one task message may take. A start is admitted
+-- only with a free in-flight slot (taken here, FIFO behind `waiting`); without one the job
+-- is parked in `waiting` and no message is published: past ASKQ_MAX_INFLIGHT a batch would
+-- otherwise flood the queue with starts that can only park themselves, ahead of the polls
+-- of the runs in flight (measured: docs/benchmarks.md, "admit").
+-- A job past its deadline is published anyway: its start expires it.
+-- KEYS: due, inflight, waiting, seq, deadlines
+-- ARGV: now, limit, lease_until, job_prefix, max_inflight
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 local out = {}
+local max = tonumber(ARGV[5])
 for _, id in ipairs(ids) do
   local key = ARGV[4] .. id
   local task = redis.call('HGET', key, 'next')
+  local publish = true
   if (not task) or task == '' then
     redis.call('ZREM', KEYS[1], id)
-  else
+    publish = false
+  elseif task == 'askq.start' and not redis.call('ZSCORE', KEYS[2], id)
+         and tonumber(redis.call('ZSCORE', KEYS[5], id) or '+inf') > tonumber(ARGV[1]) then
+    local head = redis.call('ZRANGE', KEYS[3], 0, 0)
+    if redis.call('ZCARD', KEYS[2]) < max and (#head == 0 or head[1] == id) then
+      redis.call('ZADD', KEYS[2], ARGV[1], id)
+      redis.call('ZREM', KEYS[3], id)
+    else
+      if redis.call('ZSCORE', KEYS[3], id) == false then
+        redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), id)
+      end
+      redis.call('ZREM', KEYS[1], id)
+      publish = false
+    end
+  end
+  if publish then
     redis.call('ZADD', KEYS[1], ARGV[3], id)
     redis.call('HSET', key, 'ticket', task)
     out[#out + 1] = id

@@ -150,7 +150,8 @@ class JobStore:
                     args=[
                         job.job_id,
                         job.to_json(),
-                        repr(now),
+                        # a microsecond apart: equal scores would start a batch in id order
+                        repr(now + index * 1e-6),
                         repr(job.deadline_at.timestamp()),
                         "1" if batch_id else "0",
                         "1" if thread else "0",
@@ -311,10 +312,17 @@ class JobStore:
 
     def claim_due(self, now: float, limit: int) -> list[Claim]:
         lease_until = now + self.settings.lease_s
+        k = self.keys
         raw = self._call(
             lambda: self._claim(
-                keys=[self.keys.due],
-                args=[repr(now), limit, repr(lease_until), self.keys.job_prefix],
+                keys=[k.due, k.inflight, k.waiting, k.seq, k.deadlines],
+                args=[
+                    repr(now),
+                    limit,
+                    repr(lease_until),
+                    k.job_prefix,
+                    self.settings.max_inflight,
+                ],
             )
         )
         return [Claim(text(raw[i]), text(raw[i + 1])) for i in range(0, len(raw), 2)]

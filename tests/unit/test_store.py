@@ -32,8 +32,10 @@ def submit(store: JobStore, n: int = 1, **fields: object) -> list[str]:
 def test_submit_makes_jobs_due_and_counted(store: JobStore) -> None:
     ids = submit(store, 3)
     claims = store.claim_due(time.time(), 10)
-    assert sorted(c.job_id for c in claims) == sorted(ids)
+    # starts are admitted only with a free slot (2 here); the third waits, unpublished
+    assert sorted(c.job_id for c in claims) == sorted(ids[:2])
     assert {c.task for c in claims} == {"askq.start"}
+    assert store.redis.zscore(store.keys.waiting, ids[2]) is not None
     assert store.counts()[JobStatus.PENDING] == 3
 
 
@@ -86,8 +88,9 @@ def test_terminal_transition_cleans_every_index(store: JobStore, settings: Setti
 def test_slots_are_handed_to_waiters_in_order(store: JobStore) -> None:
     ids = submit(store, 4)
     now = time.time()
-    store.claim_due(now, 10)
-    assert [store.acquire_slot(i, now) for i in ids] == [True, True, False, False]
+    assert [c.job_id for c in store.claim_due(now, 10)] == ids[:2]
+    assert [store.acquire_slot(i, now) for i in ids[:2]] == [True, True]
+    assert store.acquire_slot(ids[3], now) is False  # a start arriving anyway waits its turn
     assert store.inflight_count() == 2
     first = store.load(ids[0])
     done = first.record.model_copy(update={"status": JobStatus.FAILED})
@@ -95,7 +98,15 @@ def test_slots_are_handed_to_waiters_in_order(store: JobStore) -> None:
     # the freed slot went to the first waiter, which is due again
     assert store.redis.zscore(store.keys.inflight, ids[2]) is not None
     assert store.redis.zscore(store.keys.inflight, ids[3]) is None
-    assert ids[2] in [c.job_id for c in store.claim_due(time.time(), 10)]
+    assert [c.job_id for c in store.claim_due(time.time(), 10)] == [ids[2]]
+
+
+def test_overdue_waiting_job_is_published_to_expire(store: JobStore, settings: Settings) -> None:
+    ids = submit(store, 3)
+    store.claim_due(time.time(), 10)
+    later = time.time() + settings.job_timeout_s + 1
+    store.make_due_now([ids[2]], later)
+    assert ids[2] in [c.job_id for c in store.claim_due(later, 10)]
 
 
 def test_jobs_on_one_thread_are_due_one_at_a_time(store: JobStore) -> None:

@@ -1,0 +1,1 @@
+"""askq benchmarks: `python -m bench --help`."""
