@@ -140,6 +140,7 @@ class Askq:
                 "ASKQ_MODEL": s.model,
                 "ASKQ_POLL_MIN_S": str(s.poll_min_s),
                 "ASKQ_POLL_MAX_S": str(s.poll_max_s),
+                "ASKQ_POLL_PREDICT": str(s.poll_predict).lower(),
                 "ASKQ_JOB_TIMEOUT_S": str(s.job_timeout_s),
                 "ASKQ_MAX_INFLIGHT": str(s.max_inflight),
                 "ASKQ_RATE_LIMIT_RPM": str(s.rate_limit_rpm),

@@ -13,6 +13,7 @@ import time
 from worker import machine
 from worker.errors import ApiError, FinalApiError, RateLimited, RetryableApiError, ThreadBusy
 from worker.machine import Step, Task
+from worker.models import JobRecord
 from worker.runtime import Runtime
 from worker.states import RUN_STATUS, JobStatus
 from worker.store import Loaded
@@ -107,7 +108,12 @@ def start(rt: Runtime, job_id: str) -> None:
                     snap = adapter.create_run(loaded.record)
             else:
                 snap = adapter.create_run(loaded.record)
-        step = machine.on_started(loaded.record, snap, time.time(), rt.policy, rt.rng)
+        expected = (
+            rt.store.expected_duration(duration_key(rt, loaded.record))
+            if rt.settings.poll_predict
+            else None
+        )
+        step = machine.on_started(loaded.record, snap, time.time(), rt.policy, rt.rng, expected)
         if _save(rt, loaded, step, now) is None:
             moved = rt.store.find(job_id)
             if moved is not None and moved.record.status.terminal:
@@ -143,7 +149,21 @@ def poll(rt: Runtime, job_id: str) -> None:
         _fail_api(rt, loaded, exc, Task.POLL, now)
         return
     now = time.time()
+    if rt.settings.poll_predict and job.started_at is not None:
+        rt.store.learn_duration(
+            duration_key(rt, job),
+            first_look=job.polls == 0,
+            done=RUN_STATUS.get(snap.status) not in (JobStatus.RUNNING, JobStatus.CANCELLING),
+            elapsed=now - job.started_at.timestamp(),
+        )
     _save(rt, loaded, machine.on_snapshot(job, snap, now, rt.policy, rt.rng), now)
+
+
+def duration_key(rt: Runtime, job: JobRecord) -> str:
+    """Runs of one assistant (or model) take alike: their durations are learned together."""
+    request, settings = job.request, rt.settings
+    who = request.assistant_id or request.model or settings.assistant_id or settings.model
+    return f"{settings.api_style}:{who}"
 
 
 def act(rt: Runtime, job_id: str) -> None:

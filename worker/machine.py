@@ -80,7 +80,8 @@ class PollPolicy:
             return hint_s * (1 + rng.uniform(0, self.jitter))
         backoff = min(self.max_s, self.min_s * self.factor**polls)
         if expected_s is not None and elapsed_s < expected_s:
-            backoff = max(self.min_s, min(self.max_s, expected_s - elapsed_s))
+            # a learned run duration: wait for it, even past max_s (that is the point)
+            backoff = max(self.min_s, expected_s - elapsed_s)
         return backoff * (1 + rng.uniform(-self.jitter, self.jitter))
 
     def retry_delay(self, attempt: int, retry_after_s: float | None, rng: random.Random) -> float:

@@ -8,6 +8,7 @@ indexes it affects, so a duplicate or late task can never corrupt a job.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -25,6 +26,10 @@ from worker.settings import Settings
 from worker.states import JobStatus
 
 SUBMIT_CHUNK = 500
+PREDICT_QUANTILE = 0.7
+"""Look first when 70 % of runs would be done: most runs are answered by that one poll,
+the rest go on with the usual back-off."""
+PREDICT_STEP = 0.1
 T = TypeVar("T")
 
 
@@ -376,6 +381,26 @@ class JobStore:
             )
         )
         return float(wait_ms) / 1000.0
+
+    def expected_duration(self, key: str) -> float | None:
+        """The learned first-look time of runs of this assistant or model (predictive
+        polling), or None before any run of it finished."""
+        raw = self._call(lambda: self.redis.hget(self.keys.durations, key))
+        return float(raw) if raw is not None else None
+
+    def learn_duration(self, key: str, *, first_look: bool, done: bool, elapsed: float) -> None:
+        """Track a quantile of run durations by stochastic approximation: a first look that
+        found the run done pulls the estimate earlier, one that found it running pushes it
+        later, in the proportion that settles on PREDICT_QUANTILE of the durations. The
+        first finished run seeds it."""
+        current = self.expected_duration(key)
+        if current is None:
+            if done:
+                self._call(lambda: self.redis.hsetnx(self.keys.durations, key, repr(elapsed)))
+            return
+        if first_look:
+            factor = math.exp(PREDICT_STEP * (PREDICT_QUANTILE - (1.0 if done else 0.0)))
+            self._call(lambda: self.redis.hset(self.keys.durations, key, repr(current * factor)))
 
     def request_cancel(self, job_id: str) -> bool:
         """Mark a cancel request; False when the job is unknown."""

@@ -182,3 +182,17 @@ def test_resubmitting_a_named_batch_skips_what_it_holds(store: JobStore) -> None
     assert store.batch_size(one.batch_id) == 4
     other = store.submit(first, batch=True, name="other")
     assert other.batch_id != one.batch_id and other.skipped == 0
+
+
+def test_learned_duration_settles_between_hits_and_misses(store: JobStore) -> None:
+    assert store.expected_duration("assistants:a") is None
+    store.learn_duration("assistants:a", first_look=False, done=False, elapsed=1.0)
+    assert store.expected_duration("assistants:a") is None  # only a finished run seeds it
+    store.learn_duration("assistants:a", first_look=False, done=True, elapsed=4.0)
+    assert store.expected_duration("assistants:a") == 4.0
+    store.learn_duration("assistants:a", first_look=True, done=True, elapsed=4.0)
+    earlier = store.expected_duration("assistants:a")
+    assert earlier is not None and earlier < 4.0  # found done: look earlier next time
+    store.learn_duration("assistants:a", first_look=True, done=False, elapsed=earlier)
+    later = store.expected_duration("assistants:a")
+    assert later is not None and later > earlier  # found running: look later
