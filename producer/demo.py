@@ -69,10 +69,11 @@ def run_demo(questions: str | None, concurrency: int) -> int:
         raise InputError(f"no usable question in {path}")
     with ExitStack() as stack:
         redis_url = settings.redis_url
+        private: LocalRedis | None = None
         if reachable(redis_url):
             console.print(f"[dim]Redis: using {redis_url.split('@')[-1]}[/]")
         else:
-            server = stack.enter_context(LocalRedis())
+            server = private = stack.enter_context(LocalRedis())
             redis_url = server.url
             console.print(
                 f"[dim]Redis: none at ASKQ_REDIS_URL; started a private one "
@@ -125,8 +126,10 @@ def run_demo(questions: str | None, concurrency: int) -> int:
                 answer,
             )
         Console().print(table)
-        console.print(
-            f"{status.completed}/{status.size} completed. Results: "
-            f"askq results {batch_id} (while this Redis runs)."
+        kept = (
+            f"askq results {batch_id}"
+            if private is None
+            else "the private Redis goes away now; set ASKQ_REDIS_URL to keep results"
         )
+        console.print(f"{status.completed}/{status.size} completed. Results: {kept}.")
         return 0 if status.completed == status.size else 1
