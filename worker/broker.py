@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 import redis as redis_py
-from kombu.transport import redis
+from kombu.transport import TRANSPORT_ALIASES, redis
 
 
 class Channel(redis.Channel):
@@ -31,3 +31,10 @@ class Channel(redis.Channel):
 
 class Transport(redis.Transport):
     Channel = Channel
+
+
+def use_guarded_redis_transport() -> None:
+    """Serve `redis://` and `rediss://` URLs with this transport. An alias rather than a
+    `broker_transport` setting, so URLs keep their scheme (Flower's broker view reads it)."""
+    for scheme in ("redis", "rediss"):
+        TRANSPORT_ALIASES[scheme] = f"{__name__}:Transport"

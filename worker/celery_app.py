@@ -12,6 +12,7 @@ import logging
 from celery import Celery
 from kombu.entity import Exchange, Queue
 
+from worker.broker import use_guarded_redis_transport
 from worker.settings import Settings
 
 QUEUES = ("askq.start", "askq.poll", "askq.act", "askq.cancel")
@@ -20,12 +21,12 @@ cancels never wait behind thousands of polls, and each backlog is visible on its
 
 
 def create_app(settings: Settings) -> Celery:
+    use_guarded_redis_transport()
     # one INFO line per API request would drown the worker log; errors still show
     logging.getLogger("httpx").setLevel(logging.WARNING)
     app = Celery("askq", include=["worker.tasks"])
     app.conf.update(
         broker_url=settings.redis_url,
-        broker_transport="worker.broker:Transport",
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         broker_transport_options={
