@@ -108,11 +108,12 @@ def start(rt: Runtime, job_id: str) -> None:
                     snap = adapter.create_run(loaded.record)
             else:
                 snap = adapter.create_run(loaded.record)
-        expected = (
-            rt.store.expected_duration(duration_key(rt, loaded.record))
+        learned = (
+            rt.store.durations(duration_key(rt, loaded.record))
             if rt.settings.poll_predict
             else None
         )
+        expected = learned.first_look() if learned is not None else None
         step = machine.on_started(loaded.record, snap, time.time(), rt.policy, rt.rng, expected)
         if _save(rt, loaded, step, now) is None:
             moved = rt.store.find(job_id)
@@ -149,12 +150,12 @@ def poll(rt: Runtime, job_id: str) -> None:
         _fail_api(rt, loaded, exc, Task.POLL, now)
         return
     now = time.time()
-    if rt.settings.poll_predict and job.started_at is not None:
+    finished = RUN_STATUS.get(snap.status) not in (JobStatus.RUNNING, JobStatus.CANCELLING)
+    if rt.settings.poll_predict and finished and job.started_at is not None:
         rt.store.learn_duration(
             duration_key(rt, job),
-            first_look=job.polls == 0,
-            done=RUN_STATUS.get(snap.status) not in (JobStatus.RUNNING, JobStatus.CANCELLING),
-            elapsed=now - job.started_at.timestamp(),
+            running_at=job.running_at_s,
+            done_at=now - job.started_at.timestamp(),
         )
     _save(rt, loaded, machine.on_snapshot(job, snap, now, rt.policy, rt.rng), now)
 

@@ -80,8 +80,10 @@ class PollPolicy:
             return hint_s * (1 + rng.uniform(0, self.jitter))
         backoff = min(self.max_s, self.min_s * self.factor**polls)
         if expected_s is not None and elapsed_s < expected_s:
-            # a learned run duration: wait for it, even past max_s (that is the point)
-            backoff = max(self.min_s, expected_s - elapsed_s)
+            # a learned run duration: wait for it, even past max_s (that is the point), and
+            # jitter only later, never before the moment learned
+            wait = max(self.min_s, expected_s - elapsed_s)
+            return wait * (1 + rng.uniform(0, self.jitter / 2))
         return backoff * (1 + rng.uniform(-self.jitter, self.jitter))
 
     def retry_delay(self, attempt: int, retry_after_s: float | None, rng: random.Random) -> float:
@@ -209,7 +211,8 @@ def on_snapshot(
         keep = JobStatus.CANCELLING
     elapsed = now - job.started_at.timestamp() if job.started_at else 0.0
     delay = policy.delay(polls, snap.poll_after_s, rng, expected_s, elapsed)
-    return Step(base.model_copy(update={"status": keep}), Task.POLL, now + delay)
+    record = base.model_copy(update={"status": keep, "running_at_s": elapsed})
+    return Step(record, Task.POLL, now + delay)
 
 
 def on_api_error(

@@ -159,6 +159,9 @@ class JobRecord(BaseModel):
     required_calls: list[ToolCall] = Field(default_factory=list)
     tool_calls: list[ToolCallRecord] = Field(default_factory=list)
     polls: int = 0
+    running_at_s: float = Field(
+        default=0.0, description="Seconds after the start when a look last saw the run going."
+    )
     api_retries: int = 0
     busy_waits: int = 0
     cancel_sent: bool = False

@@ -8,7 +8,6 @@ indexes it affects, so a duplicate or late task can never corrupt a job.
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -19,6 +18,7 @@ from typing import TypeVar, cast
 import redis
 
 from worker import lua
+from worker.durations import Durations
 from worker.errors import NotFound, StoreError
 from worker.keys import Keys, job_latency_bucket
 from worker.models import BatchRecord, JobRecord, JobRequest
@@ -26,10 +26,6 @@ from worker.settings import Settings
 from worker.states import JobStatus
 
 SUBMIT_CHUNK = 500
-PREDICT_QUANTILE = 0.7
-"""Look first when 70 % of runs would be done: most runs are answered by that one poll,
-the rest go on with the usual back-off."""
-PREDICT_STEP = 0.1
 T = TypeVar("T")
 
 
@@ -382,25 +378,17 @@ class JobStore:
         )
         return float(wait_ms) / 1000.0
 
-    def expected_duration(self, key: str) -> float | None:
-        """The learned first-look time of runs of this assistant or model (predictive
-        polling), or None before any run of it finished."""
+    def durations(self, key: str) -> Durations | None:
+        """What was learned of runs of this assistant or model, or None before any ended."""
         raw = self._call(lambda: self.redis.hget(self.keys.durations, key))
-        return float(raw) if raw is not None else None
+        return Durations.parse(text(raw)) if raw is not None else None
 
-    def learn_duration(self, key: str, *, first_look: bool, done: bool, elapsed: float) -> None:
-        """Track a quantile of run durations by stochastic approximation: a first look that
-        found the run done pulls the estimate earlier, one that found it running pushes it
-        later, in the proportion that settles on PREDICT_QUANTILE of the durations. The
-        first finished run seeds it."""
-        current = self.expected_duration(key)
-        if current is None:
-            if done:
-                self._call(lambda: self.redis.hsetnx(self.keys.durations, key, repr(elapsed)))
-            return
-        if first_look:
-            factor = math.exp(PREDICT_STEP * (PREDICT_QUANTILE - (1.0 if done else 0.0)))
-            self._call(lambda: self.redis.hset(self.keys.durations, key, repr(current * factor)))
+    def learn_duration(self, key: str, *, running_at: float, done_at: float) -> None:
+        """Fold one finished run in. Read-modify-write: two workers racing lose one
+        observation, which a learning estimate can afford."""
+        known = self.durations(key)
+        learned = Durations.seed(done_at) if known is None else known.learn(running_at, done_at)
+        self._call(lambda: self.redis.hset(self.keys.durations, key, learned.dump()))
 
     def request_cancel(self, job_id: str) -> bool:
         """Mark a cancel request; False when the job is unknown."""

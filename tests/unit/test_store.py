@@ -7,6 +7,7 @@ import time
 import pytest
 import redis
 
+from worker.durations import Durations
 from worker.machine import Task
 from worker.models import JobRequest
 from worker.settings import Settings, load_settings
@@ -184,15 +185,11 @@ def test_resubmitting_a_named_batch_skips_what_it_holds(store: JobStore) -> None
     assert other.batch_id != one.batch_id and other.skipped == 0
 
 
-def test_learned_duration_settles_between_hits_and_misses(store: JobStore) -> None:
-    assert store.expected_duration("assistants:a") is None
-    store.learn_duration("assistants:a", first_look=False, done=False, elapsed=1.0)
-    assert store.expected_duration("assistants:a") is None  # only a finished run seeds it
-    store.learn_duration("assistants:a", first_look=False, done=True, elapsed=4.0)
-    assert store.expected_duration("assistants:a") == 4.0
-    store.learn_duration("assistants:a", first_look=True, done=True, elapsed=4.0)
-    earlier = store.expected_duration("assistants:a")
-    assert earlier is not None and earlier < 4.0  # found done: look earlier next time
-    store.learn_duration("assistants:a", first_look=True, done=False, elapsed=earlier)
-    later = store.expected_duration("assistants:a")
-    assert later is not None and later > earlier  # found running: look later
+def test_learned_durations_are_kept_per_key(store: JobStore) -> None:
+    assert store.durations("assistants:a") is None
+    store.learn_duration("assistants:a", running_at=0.0, done_at=4.0)
+    assert store.durations("assistants:a") == Durations(4.0, 4.0)
+    store.learn_duration("assistants:a", running_at=3.0, done_at=4.0)
+    learned = store.durations("assistants:a")
+    assert learned is not None and learned != Durations(4.0, 4.0)
+    assert store.durations("assistants:b") is None
