@@ -19,7 +19,7 @@ import click
 from producer.client import BatchStatus, Client, is_batch_id
 from producer.inputs import ParsedInput, parse_file, parse_text
 from producer.progress import describe, watch_batch
-from worker.errors import AskqError, StoreError
+from worker.errors import AskqError, InputError, PartialSubmit, StoreError
 from worker.models import JobRequest, JobResult
 from worker.settings import load_settings
 from worker.states import JobStatus
@@ -137,7 +137,11 @@ def ask(
 
 def _parse(source: str, fmt: str | None) -> ParsedInput:
     if source == "-":
-        return parse_text(sys.stdin.read(), fmt or "jsonl")
+        try:
+            text = sys.stdin.buffer.read().decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"standard input is not UTF-8 text ({exc.reason})") from None
+        return parse_text(text, fmt or "jsonl")
     return parse_file(Path(source), fmt)
 
 
@@ -164,7 +168,12 @@ def batch(file: str, name: str | None, fmt: str | None, wait_: bool, timeout: fl
     if not parsed.items:
         fail(f"no usable line in {file}")
     api = client()
-    submitted = api.submit([item.request for item in parsed.items], name=name)
+    try:
+        submitted = api.submit([item.request for item in parsed.items], name=name)
+    except PartialSubmit as exc:
+        click.echo(exc.batch_id)  # what was accepted will run: the id must not be lost
+        again = f"askq batch {file} --name {name}" if name else "the same command with --name"
+        fail(f"{exc} (re-run {again} to add the rest; or askq cancel {exc.batch_id})")
     batch_id = submitted.batch_id
     rejected = f", {len(parsed.errors)} bad lines skipped" if parsed.errors else ""
     again = f", {submitted.skipped} already in batch {name!r} skipped" if submitted.skipped else ""
@@ -273,8 +282,11 @@ def results(batch_id: str, fmt: str, output: str | None) -> None:
     """Print a batch's result records, in input order."""
     records = client().results(batch_id)
     if output:
-        with open(output, "w", encoding="utf-8", newline="") as out:
-            count = write_results(records, fmt, out)
+        try:
+            with open(output, "w", encoding="utf-8", newline="") as out:
+                count = write_results(records, fmt, out)
+        except OSError as exc:
+            fail(f"cannot write {output}: {exc.strerror or exc}")
         say(f"askq: wrote {count} records to {output}")
     else:
         write_results(records, fmt, sys.stdout)

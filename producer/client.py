@@ -15,7 +15,7 @@ from typing import Any
 from celery import Celery
 
 from worker.celery_app import create_app
-from worker.errors import InputError
+from worker.errors import InputError, StoreError
 from worker.models import BatchRecord, JobRequest, JobResult
 from worker.settings import Settings, get_settings
 from worker.states import TERMINAL, JobStatus
@@ -167,27 +167,32 @@ class Client:
         records = self.store.load_many(job_ids)
         live = [r.job_id for r in records if r is not None and not r.status.terminal]
         app = self._app()
+        broker_errors = app.connection_for_write().connection_errors
         requested = 0
-        with app.producer_or_acquire() as producer:
-            for job_id in live:
-                if self.store.request_cancel(job_id):
-                    requested += 1
-                    app.send_task(
-                        "askq.cancel",
-                        args=[job_id],
-                        queue="askq.cancel",
-                        routing_key="askq.cancel",
-                        producer=producer,
-                    )
+        try:
+            with app.producer_or_acquire() as producer:
+                for job_id in live:
+                    if self.store.request_cancel(job_id):
+                        requested += 1
+                        app.send_task(
+                            "askq.cancel",
+                            args=[job_id],
+                            queue="askq.cancel",
+                            routing_key="askq.cancel",
+                            producer=producer,
+                        )
+        except broker_errors as exc:
+            # the requests are recorded: each job's own next task carries its cancel out
+            raise StoreError(f"cancel recorded but not sent ({exc})") from exc
         return CancelOutcome(requested=requested, already_finished=len(job_ids) - requested)
 
     def results(self, batch_id: str) -> Iterator[JobResult]:
-        """The batch's result records in input order."""
+        """The batch's result records in input order. Raises `NotFound` at once (not on the
+        first record), so nothing is written for an unknown id."""
         if not is_batch_id(batch_id):
             raise InputError(f"{batch_id!r} is not a batch id (they start with 'batch_')")
         self.store.batch(batch_id)
-        for record in self.store.batch_records(batch_id):
-            yield record.result()
+        return (record.result() for record in self.store.batch_records(batch_id))
 
     def _app(self) -> Celery:
         if self._celery is None:

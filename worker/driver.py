@@ -11,7 +11,7 @@ import logging
 import time
 
 from worker import machine
-from worker.errors import ApiError, FinalApiError, RateLimited, RetryableApiError, ThreadBusy
+from worker.errors import ApiError, FinalApiError, RetryableApiError
 from worker.machine import Step, Task
 from worker.models import JobRecord
 from worker.runtime import Runtime
@@ -35,19 +35,20 @@ def _fail_api(rt: Runtime, loaded: Loaded, error: ApiError, task: Task, now: flo
     _save(rt, loaded, step, now)
 
 
-def not_created(error: ApiError) -> bool:
-    """The request surely did nothing: never sent (budget), rate limited or refused as busy.
-    A 5xx, a timeout or a dropped connection may have created the run."""
-    return isinstance(error, RateLimited | ThreadBusy) or error.status == 429
-
-
 def _cancel_remote(rt: Runtime, loaded: Loaded) -> None:
-    """Best effort: the run is being abandoned (timeout, or a cancel won the race)."""
+    """Best effort: the run is being abandoned (timeout, or a cancel won the race). Such a
+    cancel overdraws the request budget rather than leave a run billing."""
     job = loaded.record
-    if job.run_id is None:
-        return
     try:
-        rt.adapter.cancel(job)
+        with rt.adapter.follow_up():
+            if job.run_id is None and job.maybe_started and job.thread_id is not None:
+                # a start was cut short: a run may exist that was never recorded
+                found = rt.adapter.find_run(job)
+                if found is None:
+                    return
+                job = job.model_copy(update={"run_id": found.run_id})
+            if job.run_id is not None:
+                rt.adapter.cancel(job)
     except ApiError as exc:
         log.info("job %s: remote cancel not done (%s)", job.job_id, exc.code)
 
@@ -70,7 +71,6 @@ def start(rt: Runtime, job_id: str) -> None:
     if not rt.store.acquire_slot(job_id, now):
         return
     adapter = rt.adapter
-    creating = False
     # a start makes up to three calls (thread, list runs, run): hold the job that long
     lease_until = now + rt.settings.lease_s + rt.settings.http_timeout_s
     rt.store.extend_lease(job_id, lease_until)
@@ -102,7 +102,6 @@ def start(rt: Runtime, job_id: str) -> None:
         look = not fresh and loaded.record.maybe_started
         snap = adapter.find_run(loaded.record) if look else None
         if snap is None:
-            creating = True
             if fresh:
                 with adapter.follow_up():
                     snap = adapter.create_run(loaded.record)
@@ -114,7 +113,8 @@ def start(rt: Runtime, job_id: str) -> None:
             else None
         )
         expected = learned.first_look() if learned is not None else None
-        step = machine.on_started(loaded.record, snap, time.time(), rt.policy, rt.rng, expected)
+        now = time.time()
+        step = machine.on_started(loaded.record, snap, now, rt.policy, rt.rng, expected)
         if _save(rt, loaded, step, now) is None:
             moved = rt.store.find(job_id)
             if moved is not None and moved.record.status.terminal:
@@ -125,11 +125,6 @@ def start(rt: Runtime, job_id: str) -> None:
     except ApiError as exc:
         latest = rt.store.find(job_id)
         if latest is not None and latest.record.status is JobStatus.PENDING:
-            if creating and not_created(exc):
-                # refused before doing anything: the retry need not look for a run
-                latest = Loaded(
-                    latest.record.model_copy(update={"maybe_started": False}), latest.version
-                )
             _fail_api(rt, latest, exc, Task.START, time.time())
 
 
@@ -252,6 +247,8 @@ def cancel(rt: Runtime, job_id: str) -> bool:
             rt.store.cancel_done(job_id)
             return True
         run_id = loaded.record.run_id
+        if step.terminal and loaded.record.maybe_started:
+            _cancel_remote(rt, loaded)  # a start cut short may have left a run behind
         if step.record.status is JobStatus.CANCELLING and cancelled_run != run_id:
             try:
                 rt.adapter.cancel(loaded.record)

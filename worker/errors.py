@@ -5,7 +5,8 @@ AskqError
 ├── InputError             a bad question, file line or id from a user (exit 2)
 │   └── NotFound           an unknown job or batch id
 ├── StoreError             Redis cannot be reached or answers oddly
-│   └── RecordError        a stored record that cannot be read back
+│   ├── RecordError        a stored record that cannot be read back
+│   └── PartialSubmit      Redis failed part-way through submitting a batch
 └── ApiError               an outcome of a call to the assistant API
     ├── RetryableApiError  429, 5xx, timeouts, connection errors: try again later
     │   ├── ThreadBusy     the thread/conversation has an active run
@@ -39,6 +40,16 @@ class StoreError(AskqError):
 
 class RecordError(StoreError):
     """A stored record could not be decoded."""
+
+
+class PartialSubmit(StoreError):
+    """Redis failed part-way through a batch: `accepted` jobs of `batch_id` are in (and will
+    run); re-submit with the same batch name to add the rest without running those twice."""
+
+    def __init__(self, message: str, *, batch_id: str, accepted: int) -> None:
+        super().__init__(message)
+        self.batch_id = batch_id
+        self.accepted = accepted
 
 
 class ApiError(AskqError):

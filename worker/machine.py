@@ -55,6 +55,7 @@ class Step:
 
 
 RETRY_CEILING_S = 30.0
+RETRY_DOUBLINGS = 8
 
 
 @dataclass(frozen=True)
@@ -238,10 +239,12 @@ def on_api_error(
         return Step(record, task, now + policy.retry_delay(min(waits, 6), error.retry_after, rng))
     if isinstance(error, RetryableApiError):
         retries = job.api_retries + 1
-        if retries > max_retries:
+        if retries > max_retries and task is not Task.POLL:
             return finish(job, JobStatus.FAILED, now, info)
+        # A run that exists is paid for: looking at it again costs nothing, so polls keep
+        # trying through an outage (bounded by the job's timeout), never fail the job.
         record = job.model_copy(update={"api_retries": retries})
-        delay = policy.retry_delay(retries, error.retry_after, rng)
+        delay = policy.retry_delay(min(retries, RETRY_DOUBLINGS), error.retry_after, rng)
         return Step(record, task, now + delay)
     assert isinstance(error, FinalApiError)
     return finish(job, JobStatus.FAILED, now, info)

@@ -13,6 +13,7 @@ between claiming and publishing (or while running the task) delays a job, never 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -80,7 +81,8 @@ class Pump:
             self.sweep(now)
             self.next_sweep = now + self.settings.sweep_interval_s
         if self.heartbeat is not None:
-            self.heartbeat.touch()
+            with contextlib.suppress(OSError):  # a bad path must not stop the dispatching
+                self.heartbeat.touch()
         claims = self.store.claim_due(now, CLAIM_BATCH)
         if claims:
             self.publish(claims)

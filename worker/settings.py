@@ -71,8 +71,13 @@ class Settings(BaseSettings):
     @classmethod
     def _redis_scheme(cls, value: str) -> str:
         # it is also the Celery broker URL: kombu's Redis transport takes these two schemes
-        if urlsplit(value).scheme not in ("redis", "rediss"):
+        parts = urlsplit(value)
+        if parts.scheme not in ("redis", "rediss"):
             raise ValueError("ASKQ_REDIS_URL must start with redis:// or rediss://")
+        try:
+            parts.port  # noqa: B018 - parsing it is the check
+        except ValueError as exc:
+            raise ValueError(f"ASKQ_REDIS_URL has a bad port: {exc}") from None
         return value
 
     @model_validator(mode="after")

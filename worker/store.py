@@ -19,7 +19,7 @@ import redis
 
 from worker import lua
 from worker.durations import Durations
-from worker.errors import NotFound, StoreError
+from worker.errors import NotFound, PartialSubmit, StoreError
 from worker.keys import Keys, job_latency_bucket
 from worker.models import BatchRecord, JobRecord, JobRequest
 from worker.settings import Settings
@@ -163,7 +163,16 @@ class JobStore:
                 )
             pipe.rpush(k.wake, "1")
             pipe.ltrim(k.wake, 0, 63)
-            outcomes = self._call(pipe.execute)[: len(jobs)]
+            try:
+                outcomes = self._call(pipe.execute)[: len(jobs)]
+            except StoreError as exc:
+                if batch_id is None or not job_ids:
+                    raise
+                raise PartialSubmit(
+                    f"{exc}; {len(job_ids)} jobs of {batch_id} were accepted before it",
+                    batch_id=batch_id,
+                    accepted=len(job_ids),
+                ) from exc
             for job_id, accepted in zip(jobs, outcomes, strict=True):
                 if accepted:
                     job_ids.append(job_id)

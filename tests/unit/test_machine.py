@@ -130,10 +130,18 @@ def test_retryable_error_reschedules_the_same_task_after_retry_after() -> None:
 
 def test_retries_are_bounded() -> None:
     error = RetryableApiError("boom", status=500, code="server_error")
-    record = running().model_copy(update={"api_retries": 5})
-    step = machine.on_api_error(record, error, Task.POLL, NOW, POLICY, rng(), 5)
+    record = job().model_copy(update={"api_retries": 5})
+    step = machine.on_api_error(record, error, Task.START, NOW, POLICY, rng(), 5)
     assert step.record.status is JobStatus.FAILED
     assert step.record.error == ErrorInfo(code="server_error", message="boom")
+
+
+def test_polls_of_a_paid_run_never_give_up_on_an_outage() -> None:
+    error = RetryableApiError("boom", status=503, code="server_error")
+    record = running().model_copy(update={"api_retries": 50})
+    step = machine.on_api_error(record, error, Task.POLL, NOW, POLICY, rng(), 5)
+    assert step.record.status is JobStatus.RUNNING and step.task is Task.POLL
+    assert step.at is not None and step.at - NOW <= 30.0
 
 
 def test_thread_busy_does_not_use_up_retries() -> None:

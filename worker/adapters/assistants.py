@@ -9,7 +9,7 @@ list after a crash between the POST and the write that records its answer.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from typing import Any
 
@@ -106,18 +106,21 @@ class AssistantsAdapter:
     def add_messages(self, job: JobRecord) -> str:
         assert job.thread_id is not None
         message_id = ""
-        for message in job.request.conversation():
-            response = self.api.call(
-                "POST",
-                f"threads/{job.thread_id}/messages",
-                route="POST /threads/{thread_id}/messages",
-                json={
-                    "role": message.role,
-                    "content": message.content,
-                    "metadata": {"askq_job": job.job_id},
-                },
-                headers=BETA,
-            )
+        for index, message in enumerate(job.request.conversation()):
+            # one budget check for the whole conversation: a refusal half-way would make the
+            # retry add the first messages twice
+            with self.api.follow_up() if index else nullcontext():
+                response = self.api.call(
+                    "POST",
+                    f"threads/{job.thread_id}/messages",
+                    route="POST /threads/{thread_id}/messages",
+                    json={
+                        "role": message.role,
+                        "content": message.content,
+                        "metadata": {"askq_job": job.job_id},
+                    },
+                    headers=BETA,
+                )
             message_id = str(response.json()["id"])
         return message_id
 
@@ -132,7 +135,12 @@ class AssistantsAdapter:
         )
         for run in response.json().get("data") or []:
             if (run.get("metadata") or {}).get("askq_job") == job.job_id:
-                return self._snapshot(run, None)
+                snap = self._snapshot(run, None)
+                if run.get("status") == "completed":
+                    # adopted after the run ended: its answer is read now, as a poll would
+                    with self.api.follow_up():
+                        snap = replace(snap, answer=self.answer(job.thread_id, run["id"]))
+                return snap
         return None
 
     def create_run(self, job: JobRecord) -> Snapshot:
