@@ -17,13 +17,17 @@ from dataclasses import dataclass
 
 LOW_QUANTILE = 0.1
 HIGH_QUANTILE = 0.9
-STEP = 0.1
+STEP = 0.2
 CONSISTENT_RATIO = 1.5
+LOOK_JITTER = 0.05
+"""A look aimed at a learned time lands up to this much later (PollPolicy's upward jitter)."""
+DISPATCH_S = 0.2
+"""...plus the pump and queue delay of one task message."""
 
 
 def _track(estimate: float, quantile: float, running_at: float, done_at: float) -> float:
-    if estimate >= done_at:
-        below = 1.0  # the run was done by then
+    if estimate * (1 + LOOK_JITTER) + DISPATCH_S >= done_at:
+        below = 1.0  # the look aimed at the estimate (it lands a little later) found it done
     elif estimate <= running_at:
         below = 0.0  # still going then
     else:
@@ -37,8 +41,10 @@ class Durations:
     high: float
 
     @classmethod
-    def seed(cls, done_at: float) -> Durations:
-        return cls(done_at, done_at)
+    def seed(cls, running_at: float, done_at: float) -> Durations:
+        """The first finished run: it ended somewhere between the two looks."""
+        middle = (running_at + done_at) / 2 if running_at > 0 else done_at
+        return cls(middle, middle)
 
     @classmethod
     def parse(cls, raw: str) -> Durations:

@@ -396,7 +396,11 @@ class JobStore:
         """Fold one finished run in. Read-modify-write: two workers racing lose one
         observation, which a learning estimate can afford."""
         known = self.durations(key)
-        learned = Durations.seed(done_at) if known is None else known.learn(running_at, done_at)
+        learned = (
+            Durations.seed(running_at, done_at)
+            if known is None
+            else known.learn(running_at, done_at)
+        )
         self._call(lambda: self.redis.hset(self.keys.durations, key, learned.dump()))
 
     def request_cancel(self, job_id: str) -> bool:

@@ -9,7 +9,7 @@ from worker.durations import Durations
 
 def simulate(draw: random.Random, durations: list[float], rounds: int = 3000) -> Durations:
     """Poll as the worker would (first look at `first_look`, then every 0.5 s) and learn."""
-    learned = Durations.seed(durations[0])
+    learned = Durations.seed(0.0, durations[0])
     for _ in range(rounds):
         d = draw.choice(durations)
         look = learned.first_look()
