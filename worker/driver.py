@@ -11,7 +11,7 @@ import logging
 import time
 
 from worker import machine
-from worker.errors import ApiError, FinalApiError, RetryableApiError
+from worker.errors import ApiError, FinalApiError, RateLimited, RetryableApiError
 from worker.machine import Step, Task
 from worker.models import JobRecord
 from worker.runtime import Runtime
@@ -71,6 +71,7 @@ def start(rt: Runtime, job_id: str) -> None:
     if not rt.store.acquire_slot(job_id, now):
         return
     adapter = rt.adapter
+    creating = False
     # a start makes up to three calls (thread, list runs, run): hold the job that long
     lease_until = now + rt.settings.lease_s + rt.settings.http_timeout_s
     rt.store.extend_lease(job_id, lease_until)
@@ -102,6 +103,15 @@ def start(rt: Runtime, job_id: str) -> None:
         look = not fresh and loaded.record.maybe_started
         snap = adapter.find_run(loaded.record) if look else None
         if snap is None:
+            if not loaded.record.maybe_started:
+                # from the moment the creation is sent, a run may exist
+                marked = loaded.record.model_copy(update={"maybe_started": True})
+                if (
+                    stored := _save(rt, loaded, Step(marked, Task.START, lease_until), now)
+                ) is None:
+                    return
+                loaded = stored
+            creating = True
             if fresh:
                 with adapter.follow_up():
                     snap = adapter.create_run(loaded.record)
@@ -125,6 +135,10 @@ def start(rt: Runtime, job_id: str) -> None:
     except ApiError as exc:
         latest = rt.store.find(job_id)
         if latest is not None and latest.record.status is JobStatus.PENDING:
+            if creating and (isinstance(exc, RateLimited) or exc.status == 429):
+                # refused unsent or unprocessed: no run exists, the retry need not look
+                cleared = latest.record.model_copy(update={"maybe_started": False})
+                latest = Loaded(cleared, latest.version)
             _fail_api(rt, latest, exc, Task.START, time.time())
 
 

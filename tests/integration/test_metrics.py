@@ -152,8 +152,11 @@ def test_inflight_runs_at_the_limit_and_jobs_waiting(make_askq: Callable[..., As
 
         def saturated() -> Samples | None:
             samples = scrape(url)
+            # slots are taken when a start is published, so wait for the runs themselves
             full = value(samples, "askq_inflight_runs") == 2
-            return samples if full and value(samples, "askq_waiting_jobs") == 4 else None
+            running = value(samples, "askq_jobs", status="running") == 2
+            waiting = value(samples, "askq_waiting_jobs") == 4
+            return samples if full and running and waiting else None
 
         samples = wait_until(saturated, 20, what="2 runs in flight, 4 jobs waiting")
         assert value(samples, "askq_max_inflight") == 2
