@@ -214,7 +214,7 @@ def act(rt: Runtime, job_id: str) -> None:
         _after_refusal(rt, loaded, exc)
         return
     now = time.time()
-    _save(rt, loaded, machine.on_tools_done(job, [], snap, now, rt.policy, rt.rng), now)
+    _save(rt, loaded, machine.on_tools_done(job, snap, now, rt.policy, rt.rng), now)
 
 
 def _after_refusal(rt: Runtime, loaded: Loaded, refusal: FinalApiError) -> None:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from worker.errors import ApiError, FinalApiError, RateLimited, RetryableApiError, ThreadBusy
-from worker.models import ErrorInfo, JobRecord, ToolCall, ToolCallRecord, Usage
+from worker.models import ErrorInfo, JobRecord, ToolCall, Usage
 from worker.states import RUN_STATUS, JobStatus
 
 
@@ -99,6 +99,11 @@ def _dt(now: float) -> datetime:
     return datetime.fromtimestamp(now, UTC)
 
 
+def _with_run(run_ids: list[str], run_id: str) -> list[str]:
+    """The chain of a job's runs (responses, for Responses), each once, oldest first."""
+    return run_ids if run_id in run_ids else [*run_ids, run_id]
+
+
 def finish(job: JobRecord, status: JobStatus, now: float, error: ErrorInfo | None = None) -> Step:
     record = job.model_copy(
         update={
@@ -158,9 +163,7 @@ def on_started(
             "status": JobStatus.RUNNING,
             "run_id": snap.run_id,
             "thread_id": snap.thread_id or job.thread_id,
-            "run_ids": [*job.run_ids, snap.run_id]
-            if snap.run_id not in job.run_ids
-            else job.run_ids,
+            "run_ids": _with_run(job.run_ids, snap.run_id),
             "started_at": job.started_at or _dt(now),
             "api_retries": 0,
             "maybe_started": False,
@@ -252,13 +255,13 @@ def on_api_error(
 
 def on_tools_done(
     job: JobRecord,
-    records: list[ToolCallRecord],
     snap: Snapshot,
     now: float,
     policy: PollPolicy,
     rng: random.Random,
 ) -> Step:
-    """Outputs were submitted; the run (or a new response, for Responses) goes on."""
+    """Outputs were submitted (their records were stored before); the run, or a new
+    response for Responses, goes on."""
     settled = job.settled_usage
     if snap.run_id != job.run_id and job.usage is not None:
         # a new response of the chain: what the previous one used is settled
@@ -267,10 +270,9 @@ def on_tools_done(
         update={
             "settled_usage": settled,
             "status": JobStatus.RUNNING,
-            "tool_calls": [*job.tool_calls, *records],
             "required_calls": [],
             "run_id": snap.run_id,
-            "run_ids": job.run_ids if snap.run_id in job.run_ids else [*job.run_ids, snap.run_id],
+            "run_ids": _with_run(job.run_ids, snap.run_id),
         }
     )
     return on_snapshot(record, snap, now, policy, rng, first=True)
@@ -283,15 +285,5 @@ def on_cancel_requested(job: JobRecord, now: float) -> Step | None:
         return None
     if job.status is JobStatus.PENDING and job.run_id is None:
         return finish(job, JobStatus.CANCELLED, now)
-    record = job.model_copy(update={"status": JobStatus.CANCELLING, "cancel_sent": True})
+    record = job.model_copy(update={"status": JobStatus.CANCELLING})
     return Step(record, Task.POLL, now)
-
-
-def next_for(job: JobRecord) -> Task | None:
-    """The task that drives a stored job on (used when re-dispatching after a lease)."""
-    return {
-        JobStatus.PENDING: Task.START,
-        JobStatus.RUNNING: Task.POLL,
-        JobStatus.CANCELLING: Task.POLL,
-        JobStatus.REQUIRES_ACTION: Task.ACT,
-    }.get(job.status)

@@ -164,7 +164,6 @@ class JobRecord(BaseModel):
     )
     api_retries: int = 0
     busy_waits: int = 0
-    cancel_sent: bool = False
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None

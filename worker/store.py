@@ -341,9 +341,6 @@ class JobStore:
         first = self._call(lambda: self.redis.zrange(self.keys.due, 0, 0, withscores=True))
         return float(first[0][1]) if first else None
 
-    def wake(self) -> None:
-        self._call(lambda: self.redis.rpush(self.keys.wake, "1"))
-
     def wait_for_wake(self, timeout: float) -> bool:
         """Block up to `timeout` s for a poke; True when poked."""
         timeout = max(0.01, min(timeout, 5.0))
