@@ -464,6 +464,20 @@ def _parse_message(raw: Any, where: str) -> dict[str, Any]:
     }
 
 
+def _append_parsed(thread: Thread, parsed: dict[str, Any], now: float) -> dict[str, Any]:
+    """Add a message checked by `_parse_message` to the thread; returns it."""
+    message = _message(
+        thread,
+        parsed["role"],
+        parsed["content"],
+        now,
+        metadata=parsed["metadata"],
+        attachments=parsed["attachments"],
+    )
+    thread.messages.append(message)
+    return message
+
+
 def _busy_messages(state: EmulatorState, thread: Thread) -> ApiError:
     state.stats.thread_busy_rejections += 1
     assert thread.active_run is not None
@@ -491,16 +505,7 @@ def _new_thread(state: EmulatorState, body: dict[str, Any], now: float) -> Threa
         tool_resources=body.get("tool_resources") or {},
     )
     for m in parsed:
-        thread.messages.append(
-            _message(
-                thread,
-                m["role"],
-                m["content"],
-                now,
-                metadata=m["metadata"],
-                attachments=m["attachments"],
-            )
-        )
+        _append_parsed(thread, m, now)
     state.threads[thread.id] = thread
     return thread
 
@@ -532,17 +537,7 @@ def _validate_run_body(body: dict[str, Any], allowed: frozenset[str]) -> None:
 def _create_run(state: EmulatorState, thread: Thread, body: dict[str, Any], now: float) -> Run:
     """Create a run on an idle thread (body already validated)."""
     for raw in body.get("additional_messages") or []:
-        m = _parse_message(raw, "additional_messages.")
-        thread.messages.append(
-            _message(
-                thread,
-                m["role"],
-                m["content"],
-                now,
-                metadata=m["metadata"],
-                attachments=m["attachments"],
-            )
-        )
+        _append_parsed(thread, _parse_message(raw, "additional_messages."), now)
     assistant_id = body["assistant_id"]
     # Any assistant id is accepted (askq's default setup names none it created); a known one
     # lends its model, instructions and tools.
@@ -730,16 +725,7 @@ async def create_message(request: Request) -> Response:
     _settle(state, thread, now)
     if thread.active_run is not None:
         raise _busy_messages(state, thread)
-    message = _message(
-        thread,
-        parsed["role"],
-        parsed["content"],
-        now,
-        metadata=parsed["metadata"],
-        attachments=parsed["attachments"],
-    )
-    thread.messages.append(message)
-    return json_response(message)
+    return json_response(_append_parsed(thread, parsed, now))
 
 
 async def list_messages(request: Request) -> Response:

@@ -21,19 +21,7 @@ from emulator.engine import (
     plan_after_tools,
     truncate_plan,
 )
-from emulator.wire import ApiError, json_response, read_json
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(
-            p.get("text", "")
-            for p in content
-            if isinstance(p, dict) and isinstance(p.get("text"), str)
-        )
-    return ""
+from emulator.wire import ApiError, content_text, json_response, read_json
 
 
 async def chat_completions(request: Request) -> Response:
@@ -50,7 +38,7 @@ async def chat_completions(request: Request) -> Response:
         (i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"),
         default=-1,
     )
-    question = _text(messages[last_user].get("content")) if last_user >= 0 else ""
+    question = content_text(messages[last_user].get("content")) if last_user >= 0 else ""
     script = parse_script(question)
     # Tool results answer the calls made since the question (an assistant message names them).
     names: dict[str, str] = {}
@@ -61,8 +49,10 @@ async def chat_completions(request: Request) -> Response:
         for call in m.get("tool_calls") or []:
             names[call.get("id", "")] = call.get("function", {}).get("name", "")
         if m.get("role") == "tool":
-            results.append((names.get(m.get("tool_call_id", ""), "tool"), _text(m.get("content"))))
-    prompt = " ".join(_text(m.get("content")) for m in messages if isinstance(m, dict))
+            results.append(
+                (names.get(m.get("tool_call_id", ""), "tool"), content_text(m.get("content")))
+            )
+    prompt = " ".join(content_text(m.get("content")) for m in messages if isinstance(m, dict))
     tools = body.get("tools") or []
     if results:
         plan = plan_after_tools(script, results, prompt)

@@ -32,6 +32,7 @@ from emulator.wire import (
     ApiError,
     check_metadata,
     check_type,
+    content_text,
     json_response,
     list_page,
     read_json,
@@ -168,16 +169,7 @@ class ResponseRecord:
 
 
 def _item_text(item: dict[str, Any]) -> str:
-    content = item.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(
-            p.get("text", "")
-            for p in content
-            if isinstance(p, dict) and isinstance(p.get("text"), str)
-        )
-    return ""
+    return content_text(item.get("content"))
 
 
 def _normalize_input(raw: Any) -> list[dict[str, Any]]:

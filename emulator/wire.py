@@ -233,3 +233,16 @@ def list_page(
         "last_id": page[-1]["id"] if page else None,
         "has_more": has_more,
     }
+
+
+def content_text(content: Any) -> str:
+    """The text of a chat or Responses `content`: a string, or the text of its parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            p.get("text", "")
+            for p in content
+            if isinstance(p, dict) and isinstance(p.get("text"), str)
+        )
+    return ""
