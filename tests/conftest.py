@@ -49,7 +49,8 @@ def wait_until(
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[LocalRedis]:
-    with LocalRedis(databases=DATABASES) as server:
+    binary = os.environ.get("ASKQ_TEST_REDIS_BINARY") or None
+    with LocalRedis(databases=DATABASES, binary=binary) as server:
         yield server
 
 
