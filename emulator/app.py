@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from emulator.agents import AGENTS_ROUTES
 from emulator.assistants import BETA_ROUTES
 from emulator.chat import CHAT_ROUTES
 from emulator.config import EmulatorConfig
@@ -238,7 +239,13 @@ async def _crash(request: Request, exc: Exception) -> Response:
 def create_app(config: EmulatorConfig) -> Starlette:
     """A fresh emulator with its own in-memory state (two apps never share anything)."""
     state = EmulatorState(config)
-    routes: list[BaseRoute] = [*BETA_ROUTES, *RESPONSES_ROUTES, *CHAT_ROUTES, *CONTROL_ROUTES]
+    routes: list[BaseRoute] = [
+        *BETA_ROUTES,
+        *AGENTS_ROUTES,
+        *RESPONSES_ROUTES,
+        *CHAT_ROUTES,
+        *CONTROL_ROUTES,
+    ]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -14,6 +14,7 @@ from emulator.stats import Stats
 if TYPE_CHECKING:
     import httpx
 
+    from emulator.agent_sessions import Session
     from emulator.assistants import Assistant, Run, Thread
     from emulator.responses import Conversation, ResponseRecord
 
@@ -41,6 +42,10 @@ class EmulatorState:
         self.conversations: dict[str, Conversation] = {}
         # call_id -> (response id that asked, tool name): Responses follow-ups name their tools.
         self.function_calls: dict[str, tuple[str, str]] = {}
+        self.agents: dict[str, dict[str, Any]] = {}
+        self.sessions: dict[str, Session] = {}
+        # Idempotency-Key -> (request fingerprint, status, body) of the first success
+        self.idempotency: dict[str, tuple[str, int, bytes]] = {}
         self.stats = Stats()
         self.rng = random.Random(self.config.seed)
         for task in self._tasks:

@@ -63,6 +63,7 @@ class Stats:
         self.faults: Counter[str] = Counter()
         self.thread_busy_rejections = 0
         self.conversation_locked_rejections = 0
+        self.idempotent_replays = 0
         self.runs_created = 0
         self.responses_created = 0
         self.request_times: list[float] = []
@@ -88,6 +89,7 @@ class Stats:
             "responses_created": self.responses_created,
             "thread_busy_rejections": self.thread_busy_rejections,
             "conversation_locked_rejections": self.conversation_locked_rejections,
+            "idempotent_replays": self.idempotent_replays,
             "tool_output_submissions": dict(self.tool_output_submissions),
             "cancel_requests": dict(self.cancel_requests),
             "faults": dict(self.faults),
