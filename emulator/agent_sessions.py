@@ -78,6 +78,8 @@ class Turn:
     completion_tokens: int = 0
     pending_calls: list[ToolCall] = field(default_factory=list)
     tool_results: list[tuple[str, str]] = field(default_factory=list)
+    announced: str = ""
+    """The turn status last announced by a webhook."""
 
     def predicted_end(self) -> float:
         return self.work_end if self.phase == "work" else math.inf
@@ -269,3 +271,26 @@ def advance(state: EmulatorState, turn: Turn, now: float) -> None:
 def settle(state: EmulatorState, session: Session, now: float) -> None:
     if session.turns:
         advance(state, session.turns[-1], now)
+
+
+def announce(state: EmulatorState, turn: Turn) -> tuple[str, dict[str, Any]] | None:
+    """The session webhook event for what the turn just did (each status once):
+    `agent.session.action_required` when it waits, `agent.session.idle` when it ended."""
+    advance(state, turn, state.now())
+    if turn.status == turn.announced or turn.status not in ("waiting", *ENDED):
+        return None
+    turn.announced = turn.status
+    session_id = turn.session.id
+    if turn.status == "waiting":
+        data = {"id": session_id, "required_action": {"type": "function_call"}}
+        return "agent.session.action_required", data
+    return "agent.session.idle", {"id": session_id, "environment_type": "none"}
+
+
+def watch(state: EmulatorState, turn: Turn) -> None:
+    """The turn works: announce it, and look again when its work ends."""
+    turn.announced = turn.status
+    state.webhooks.now(
+        ("agent.session.in_progress", {"id": turn.session.id, "environment_type": "none"})
+    )
+    state.webhooks.at(turn.work_end, lambda: announce(state, turn))

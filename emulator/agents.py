@@ -23,11 +23,13 @@ from emulator.agent_sessions import (
     Turn,
     advance,
     agent_config,
+    announce,
     finish,
     message_item,
     new_turn,
     resume,
     settle,
+    watch,
 )
 from emulator.engine import first_plan, new_id, parse_script, plan_after_tools
 from emulator.state import EmulatorState
@@ -178,6 +180,7 @@ def _start_turn(
     plan = first_plan(script, prompt, lambda: new_id("call_"))
     turn = new_turn(state, session, script, plan, now, metadata)
     session.items.extend(message_item(turn, "user", text) for text in texts)
+    watch(state, turn)
     return turn
 
 
@@ -407,6 +410,7 @@ def _tool_results(
     if not active.pending_calls:
         prompt = " ".join(output for _, output in active.tool_results)
         resume(state, active, plan_after_tools(active.script, active.tool_results, prompt), now)
+        watch(state, active)
 
 
 async def create_events(request: Request) -> Response:
@@ -446,6 +450,8 @@ async def create_events(request: Request) -> Response:
                     raise ApiError(400, f"The session {session.id} has no active turn to cancel.")
                 state.stats.cancel_requests[active.id] += 1
                 finish(state, active, "cancelled", now)
+                if (event := announce(state, active)) is not None:
+                    state.webhooks.now(event)
         return Response(status_code=202)
 
     return await _idempotent(request, handle)

@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from fnmatch import fnmatch
 from typing import Any
+from urllib.parse import parse_qs, parse_qsl
 
 from pydantic import ValidationError
 from starlette.applications import Starlette
@@ -89,6 +90,10 @@ class ApiLayer:
             await send(message)
 
         config = state.config
+        refusal = _azure_refusal(config, scope)
+        if refusal is not None:
+            await refusal(scope, receive, counting_send)
+            return
         faulty = config.drop or config.slow or config.fail_429 or config.fail_500
         if not (faulty or config.lost_response) or not _fault_applies(
             config.fault_paths, method, template, key
@@ -126,6 +131,35 @@ class ApiLayer:
             await _abort_connection(receive)
             return
         await self.app(scope, receive, counting_send)
+
+
+def _azure_refusal(config: EmulatorConfig, scope: Scope) -> Response | None:
+    """Azure's answers to a request without its api-version or its key header."""
+    if config.require_query:
+        given = parse_qs(scope.get("query_string", b"").decode(), keep_blank_values=True)
+        for name, value in parse_qsl(config.require_query):
+            if value not in given.get(name, []):
+                return error_response(
+                    ApiError(
+                        404,
+                        f"Resource not found (the askq emulator requires the query parameter "
+                        f"{name}={value})",
+                        code="404",
+                    )
+                )
+    if config.require_key_header:
+        wanted = config.require_key_header.lower().encode()
+        if not any(k == wanted and v.strip() for k, v in scope["headers"]):
+            return error_response(
+                ApiError(
+                    401,
+                    "Access denied due to invalid subscription key or wrong API endpoint "
+                    f"(the askq emulator wants the key in the {config.require_key_header} "
+                    "header).",
+                    code="401",
+                )
+            )
+    return None
 
 
 def _fault_applies(patterns: list[str], method: str, template: str, key: str) -> bool:
@@ -170,14 +204,17 @@ def _server_error() -> Response:
 
 def _public_config(config: EmulatorConfig) -> dict[str, Any]:
     data = config.model_dump()
-    if data.get("upstream_api_key"):
-        data["upstream_api_key"] = "***"  # secrets never leave the process
+    for secret in ("upstream_api_key", "webhook_secret"):
+        if data.get(secret):
+            data[secret] = "***"  # secrets never leave the process
     return data
 
 
 async def control_stats(request: Request) -> Response:
     state: EmulatorState = request.app.state.emulator
-    return json_response(state.stats.snapshot(state.now()))
+    snapshot = state.stats.snapshot(state.now())
+    snapshot["webhooks"] = dict(state.webhooks.counts)
+    return json_response(snapshot)
 
 
 async def control_reset(request: Request) -> Response:

@@ -39,6 +39,21 @@ class EmulatorConfig(BaseModel):
     fault_paths: list[str] = Field(default_factory=list)
     seed: int | None = None
 
+    # Azure's dialect: every /v1 request must carry these query parameters (`k=v&k2=v2`, e.g.
+    # `api-version=2025-04-01-preview`) and its key in this header (e.g. `api-key`).
+    require_query: str = ""
+    require_key_header: str = ""
+
+    # Webhooks: when a response or session turn ends (or asks for function calls), POST a
+    # signed event (Standard Webhooks, as OpenAI signs them) to this URL. Fractions of the
+    # events are dropped, delivered twice, or delivered `webhook_delay_s` late.
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    webhook_drop: float = Field(0.0, ge=0, le=1)
+    webhook_duplicate: float = Field(0.0, ge=0, le=1)
+    webhook_delay: float = Field(0.0, ge=0, le=1)
+    webhook_delay_s: float = Field(2.0, ge=0)
+
     # Chat engine: an OpenAI-compatible server whose /chat/completions answers every run.
     upstream_url: str | None = None
     upstream_api_key: str | None = None

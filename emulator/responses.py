@@ -118,6 +118,7 @@ class ResponseRecord:
     incomplete_details: dict[str, Any] | None = None
     completed_at: int | None = None
     chat_messages: list[dict[str, Any]] = field(default_factory=list)
+    announced: bool = False
 
     def predicted_end(self) -> float:
         return self.work_end if self.phase == "work" else self.ended_at
@@ -311,6 +312,19 @@ def _release(rec: ResponseRecord) -> None:
             conv.items.extend(rec.output)
         if conv.active is rec:
             conv.active = None
+
+
+def _announce(state: EmulatorState, rec: ResponseRecord) -> tuple[str, dict[str, Any]] | None:
+    """The webhook event for a background response that ended (once)."""
+    advance(state, rec, state.now())
+    if rec.phase != "done" or rec.announced or not rec.background:
+        return None
+    rec.announced = True
+    return f"response.{rec.status}", {"id": rec.id}
+
+
+def _watch(state: EmulatorState, rec: ResponseRecord) -> None:
+    state.webhooks.at(rec.work_end, lambda: _announce(state, rec))
 
 
 def advance(state: EmulatorState, rec: ResponseRecord, now: float) -> None:
@@ -566,6 +580,7 @@ async def create_response(request: Request) -> Response:
         rec.work_end = now + run_time
     state.stats.run_created(rec.id, rec.metadata, rec.predicted_end(), now)
     if background:
+        _watch(state, rec)
         return json_response(rec.to_dict())
     await asyncio.sleep(max(0.0, rec.work_end - state.now()))
     advance(state, rec, max(state.now(), rec.work_end))
@@ -581,6 +596,8 @@ async def _upstream_done(state: EmulatorState, rec: ResponseRecord, call: Any) -
     rec.work_end = max(now, rec.queued_until)
     state.stats.tracker.move_end(rec.id, rec.work_end, now)
     advance(state, rec, rec.work_end)
+    if (event := _announce(state, rec)) is not None:
+        state.webhooks.now(event)
 
 
 async def get_response(request: Request) -> Response:
@@ -606,6 +623,8 @@ async def cancel_response(request: Request) -> Response:
         rec.phase, rec.status, rec.ended_at = "done", "cancelled", now
         _release(rec)
         state.stats.tracker.move_end(rec.id, now, now)
+        if (event := _announce(state, rec)) is not None:
+            state.webhooks.now(event)
     return json_response(rec.to_dict())
 
 

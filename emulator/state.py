@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from emulator.config import EmulatorConfig
 from emulator.stats import Stats
+from emulator.webhooks import WebhookSender
 
 if TYPE_CHECKING:
     import httpx
@@ -32,6 +33,7 @@ class EmulatorState:
         self.rng = random.Random(config.seed)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._http: httpx.AsyncClient | None = None
+        self.webhooks = WebhookSender(self)
         self.reset()
 
     def reset(self) -> None:
@@ -48,6 +50,7 @@ class EmulatorState:
         self.idempotency: dict[str, tuple[str, int, bytes]] = {}
         self.stats = Stats()
         self.rng = random.Random(self.config.seed)
+        self.webhooks.reset()
         for task in self._tasks:
             task.cancel()
         self._tasks.clear()
@@ -84,6 +87,7 @@ class EmulatorState:
     async def aclose(self) -> None:
         for task in self._tasks:
             task.cancel()
+        await self.webhooks.aclose()
         if self._http is not None:
             await self._http.aclose()
             self._http = None

@@ -82,8 +82,14 @@ def _print_json(data: Any) -> None:
 
 @main.command()
 @click.argument("question")
-@click.option("--thread", "thread_id", help="Ask on this existing thread (keeps its context).")
+@click.option(
+    "--thread",
+    "--session",
+    "thread_id",
+    help="Ask on this existing thread or session (keeps its context).",
+)
 @click.option("--assistant", "assistant_id", help="Assistant id (default ASKQ_ASSISTANT_ID).")
+@click.option("--agent", "agent_id", help="Agent id (default ASKQ_AGENT_ID, agents style).")
 @click.option("--model", help="Model (default ASKQ_MODEL for the responses style).")
 @click.option("--instructions", help="Extra instructions for this run.")
 @click.option("--wait", "wait_", is_flag=True, help="Wait and print the answer.")
@@ -94,6 +100,7 @@ def ask(
     question: str,
     thread_id: str | None,
     assistant_id: str | None,
+    agent_id: str | None,
     model: str | None,
     instructions: str | None,
     wait_: bool,
@@ -106,6 +113,7 @@ def ask(
             question=question,
             thread_id=thread_id,
             assistant_id=assistant_id,
+            agent_id=agent_id,
             model=model,
             instructions=instructions,
         )
@@ -326,6 +334,27 @@ def metrics(host: str, port: int) -> None:
 
 
 @main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=9809, show_default=True)
+@guarded
+def webhooks(host: str, port: int) -> None:
+    """Receive the provider's webhooks (POST /webhooks, GET /healthz): a verified event makes
+    its job's poll due now. Needs ASKQ_WEBHOOK_SECRET."""
+    from producer.webhooks import serve_webhooks
+
+    settings = load_settings()
+    if not settings.webhooks_on:
+        fail("ASKQ_WEBHOOK_SECRET is not set (the whsec_... secret of your webhook endpoint)")
+    say(f"askq: webhook receiver on http://{host}:{port}/webhooks")
+    try:
+        serve_webhooks(settings, host, port)
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc}")
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8787, show_default=True)
 @click.option(
@@ -338,6 +367,16 @@ def metrics(host: str, port: int) -> None:
 @click.option("--fail-429", type=float, default=0.0, help="Fraction of requests answered 429.")
 @click.option("--fail-500", type=float, default=0.0, help="Fraction answered 500.")
 @click.option("--seed", type=int, default=None, help="Seed for fault injection.")
+@click.option(
+    "--webhook-url",
+    help="POST signed webhooks here when responses and session turns end (signed with "
+    "ASKQ_WEBHOOK_SECRET).",
+)
+@click.option("--webhook-drop", type=float, default=0.0, help="Fraction of webhooks dropped.")
+@click.option("--webhook-duplicate", type=float, default=0.0, help="Fraction delivered twice.")
+@click.option("--webhook-delay", type=float, default=0.0, help="Fraction delivered 2 s late.")
+@click.option("--require-query", default="", help="Query every request must carry (Azure).")
+@click.option("--require-key-header", default="", help="Header that must carry the key (Azure).")
 def emulator(
     host: str,
     port: int,
@@ -349,8 +388,14 @@ def emulator(
     fail_429: float,
     fail_500: float,
     seed: int | None,
+    webhook_url: str | None,
+    webhook_drop: float,
+    webhook_duplicate: float,
+    webhook_delay: float,
+    require_query: str,
+    require_key_header: str,
 ) -> None:
-    """Serve the local Assistants v2 + Responses API emulator."""
+    """Serve the local API emulator (Assistants v2, Responses, Agents sessions)."""
     import os
 
     from emulator.config import EmulatorConfig
@@ -365,9 +410,18 @@ def emulator(
         "fail_429": fail_429,
         "fail_500": fail_500,
         "seed": seed,
+        "webhook_url": webhook_url,
+        "webhook_secret": os.environ.get("ASKQ_WEBHOOK_SECRET") if webhook_url else None,
+        "webhook_drop": webhook_drop,
+        "webhook_duplicate": webhook_duplicate,
+        "webhook_delay": webhook_delay,
+        "require_query": require_query,
+        "require_key_header": require_key_header,
     }
     if run_time is not None:
         fields["run_time_s"] = run_time
+    if webhook_url and not fields["webhook_secret"]:
+        fail("--webhook-url needs ASKQ_WEBHOOK_SECRET (the whsec_... secret to sign with)")
     try:
         config = EmulatorConfig(**fields)
     except ValueError as exc:

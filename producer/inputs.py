@@ -46,10 +46,14 @@ FORMAT_BY_EXTENSION = {
 
 FORMATS = frozenset(FORMAT_BY_EXTENSION.values())
 
-NATIVE_FIELDS = frozenset(JobRequest.model_fields)
-"""Keys a native jsonl object may hold: exactly the fields of `JobRequest`."""
+NATIVE_FIELDS = frozenset(JobRequest.model_fields) | {"session_id"}
+"""Keys a native jsonl object may hold: the fields of `JobRequest` (`session_id` is the
+Agents name of `thread_id`)."""
 
-CSV_FIELDS = ("question", "custom_id", "thread_id", "assistant_id", "model", "instructions")
+CSV_FIELDS = (
+    "question", "custom_id", "thread_id", "session_id", "assistant_id", "agent_id", "model",
+    "instructions",
+)  # fmt: skip
 """Columns a csv may hold; `question` is required, the rest are optional."""
 
 BATCH_URLS = ("/v1/chat/completions", "/v1/responses")

@@ -60,6 +60,7 @@ class Snapshot:
     waiting: int
     api_requests: dict[tuple[str, str], int]
     latency: dict[str, dict[str, float]] = field(default_factory=dict)
+    webhooks: dict[str, int] = field(default_factory=dict)
 
 
 def _text(value: bytes | str) -> str:
@@ -116,10 +117,11 @@ class AskqCollector:
         pipe.zcard(k.waiting)
         pipe.hgetall(k.api_requests)
         pipe.hgetall(k.job_latency)
+        pipe.hgetall(k.webhook_events)
         replies = pipe.execute()
         counts, *rest = replies
         lengths = rest[: len(QUEUES)]
-        due, overdue, inflight, waiting, api_raw, latency_raw = rest[len(QUEUES) :]
+        due, overdue, inflight, waiting, api_raw, latency_raw, webhooks = rest[len(QUEUES) :]
         api: dict[tuple[str, str], int] = {}
         for name, value in api_raw.items():
             route, _, status = _text(name).rpartition(" ")
@@ -137,6 +139,7 @@ class AskqCollector:
             waiting=int(waiting),
             api_requests=api,
             latency=latency,
+            webhooks=_int_hash(webhooks),
         )
 
     def collect(self) -> Iterator[Metric]:
@@ -225,6 +228,18 @@ class AskqCollector:
         for (route, code), count in sorted(snap.api_requests.items()):
             requests.add_metric([route, code], count)
         yield requests
+
+        webhooks = CounterMetricFamily(
+            "askq_webhook_events",
+            "Provider webhook deliveries `askq webhooks` handled, by outcome: received "
+            "(verified), rejected (bad signature, timestamp or body), ignored (an event type "
+            "with nothing to read), duplicate (a webhook-id seen before), unmatched (an id no "
+            "job recorded), matched (a job was poked).",
+            labels=["outcome"],
+        )
+        for outcome in ("received", "rejected", "ignored", "duplicate", "unmatched", "matched"):
+            webhooks.add_metric([outcome], snap.webhooks.get(outcome, 0))
+        yield webhooks
 
         yield self.latency_histogram(snap.latency)
 

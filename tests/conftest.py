@@ -136,8 +136,14 @@ class Askq:
             {
                 "ASKQ_REDIS_URL": s.redis_url,
                 "ASKQ_API_BASE": s.api_base,
+                "ASKQ_API_KEY": s.api_key.get_secret_value(),
+                "ASKQ_API_QUERY": s.api_query,
+                "ASKQ_API_KEY_HEADER": s.api_key_header,
+                "ASKQ_WEBHOOK_SECRET": s.webhook_secret.get_secret_value(),
+                "ASKQ_WEBHOOK_POLL_S": str(s.webhook_poll_s),
                 "ASKQ_API_STYLE": s.api_style,
                 "ASKQ_ASSISTANT_ID": s.assistant_id,
+                "ASKQ_AGENT_ID": s.agent_id,
                 "ASKQ_MODEL": s.model,
                 "ASKQ_POLL_MIN_S": str(s.poll_min_s),
                 "ASKQ_POLL_MAX_S": str(s.poll_max_s),
@@ -226,14 +232,24 @@ ROUTES = {
         create="POST /v1/responses",
         poll="GET /v1/responses/{response_id}",
     ),
+    # a session is created with its question, which starts its first turn: one request
+    "agents": Routes(
+        thread="POST /v1/agents/sessions",
+        create="POST /v1/agents/sessions",
+        poll="GET /v1/agents/sessions/{session_id}/turns/{turn_id}",
+    ),
 }
+STYLES = tuple(ROUTES)
 
 
 ASSISTANTS_ONLY = pytest.mark.parametrize("style", ["assistants"], indirect=True)
-"""For tests of behaviour that does not depend on the protocol: run them once."""
+"""For tests of behaviour no protocol adapter takes part in (Flower, metrics, shutdown, batch
+names, the learning of run durations: the same driver code for every style): run them once.
+A test of protocol behaviour pinned with it says in its docstring why the other styles do
+not apply."""
 
 
-@pytest.fixture(params=["assistants", "responses"])
+@pytest.fixture(params=STYLES)
 def style(request: pytest.FixtureRequest) -> str:
     """Every test that deploys askq runs once per protocol (pin one with
     `@pytest.mark.parametrize("style", ["assistants"], indirect=True)`)."""
@@ -256,6 +272,7 @@ def make_askq(
             "api_base": emulator_server.url,
             "api_style": style,
             "assistant_id": "asst_test",
+            "agent_id": "agent_test",
             "model": "emulator-model",
             "poll_min_s": 0.1,
             "poll_max_s": 0.5,

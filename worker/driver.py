@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import time
 
+import redis
+
 from worker import machine
 from worker.errors import ApiError, FinalApiError, RateLimited, RetryableApiError
 from worker.machine import Step, Task
@@ -23,7 +25,16 @@ log = logging.getLogger("askq")
 
 
 def _save(rt: Runtime, loaded: Loaded, step: Step, now: float) -> Loaded | None:
-    return rt.store.transition(loaded, step.record, next_task=step.task, due_at=step.at, now=now)
+    stored = rt.store.transition(loaded, step.record, next_task=step.task, due_at=step.at, now=now)
+    if stored is not None and rt.runs is not None:
+        old, new = loaded.record, step.record
+        recorded = {new.run_id, new.thread_id} - {old.run_id, old.thread_id, None}
+        if recorded and not new.status.terminal:
+            try:
+                rt.runs.record(new.job_id, sorted(r for r in recorded if r), now)
+            except redis.RedisError as exc:  # webhooks missed: the safety-net polls remain
+                log.warning("job %s: webhook index not written (%s)", new.job_id, exc)
+    return stored
 
 
 def _fail_api(rt: Runtime, loaded: Loaded, error: ApiError, task: Task, now: float) -> None:
@@ -119,7 +130,7 @@ def start(rt: Runtime, job_id: str) -> None:
                 snap = adapter.create_run(loaded.record)
         learned = (
             rt.store.durations(duration_key(rt, loaded.record))
-            if rt.settings.poll_predict
+            if rt.settings.predicts_polls
             else None
         )
         expected = learned.first_look() if learned is not None else None
@@ -160,7 +171,7 @@ def poll(rt: Runtime, job_id: str) -> None:
         return
     now = time.time()
     finished = RUN_STATUS.get(snap.status) not in (JobStatus.RUNNING, JobStatus.CANCELLING)
-    if rt.settings.poll_predict and finished and job.started_at is not None:
+    if rt.settings.predicts_polls and finished and job.started_at is not None:
         rt.store.learn_duration(
             duration_key(rt, job),
             running_at=job.running_at_s,
@@ -170,9 +181,16 @@ def poll(rt: Runtime, job_id: str) -> None:
 
 
 def duration_key(rt: Runtime, job: JobRecord) -> str:
-    """Runs of one assistant (or model) take alike: their durations are learned together."""
+    """Runs of one assistant, agent or model take alike: their durations are learned together."""
     request, settings = job.request, rt.settings
-    who = request.assistant_id or request.model or settings.assistant_id or settings.model
+    who = (
+        request.agent_id
+        or request.assistant_id
+        or request.model
+        or settings.agent_id
+        or settings.assistant_id
+        or settings.model
+    )
     return f"{settings.api_style}:{who}"
 
 

@@ -117,6 +117,26 @@ class Keys:
         """Hash: `<method> <status>` → API requests made (metrics)."""
         return f"{self.prefix}:api-requests"
 
+    def run_job(self, remote_id: str) -> str:
+        """String with a TTL: the job whose run, response or session has this id (the id a
+        provider webhook names), written when the job records it."""
+        return f"{self.prefix}:run-job:{remote_id}"
+
+    def webhook_early(self, remote_id: str) -> str:
+        """String with a TTL: a webhook named this id before any job had recorded it (the run
+        ended before its creation was saved); the job is poked when it records the id."""
+        return f"{self.prefix}:webhook-early:{remote_id}"
+
+    def webhook_seen(self, webhook_id: str) -> str:
+        """String with a TTL: this webhook delivery was handled (repeats are ignored)."""
+        return f"{self.prefix}:webhook-seen:{webhook_id}"
+
+    @property
+    def webhook_events(self) -> str:
+        """Hash: outcome (`received`, `rejected`, `ignored`, `duplicate`, `unmatched`,
+        `matched`) → provider webhook deliveries (metrics)."""
+        return f"{self.prefix}:webhook-events"
+
     @property
     def job_latency(self) -> str:
         """Hash: histogram of job latency (submission → terminal status), kept by the

@@ -230,3 +230,45 @@ if flag == 'requested' or (taken_at and taken_at < tonumber(ARGV[2])) then
 end
 return 0
 """
+
+WEBHOOK_POKE = """
+-- A verified provider webhook says a run, response or session changed: make its job's poll
+-- due now. Never calls the API; a repeated delivery (same webhook-id) does nothing.
+-- KEYS: webhook_seen, run_job, due, wake, webhook_events, webhook_early
+-- ARGV: job_prefix, now, seen_ttl_s, early_ttl_s
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[3]) then
+  redis.call('HINCRBY', KEYS[5], 'duplicate', 1)
+  return 'duplicate'
+end
+local id = redis.call('GET', KEYS[2])
+if not id then
+  -- not ours, or ours but not recorded yet: INDEX_RUN pokes the job when it records the id
+  redis.call('SET', KEYS[6], '1', 'EX', ARGV[4])
+  redis.call('HINCRBY', KEYS[5], 'unmatched', 1)
+  return 'unmatched'
+end
+redis.call('HINCRBY', KEYS[5], 'matched', 1)
+-- only a job waiting for its next look is brought forward: a start keeps its admission
+-- order, a job acting on tools or finished has nothing to look at
+if redis.call('HGET', ARGV[1] .. id, 'next') == 'askq.poll' then
+  redis.call('ZADD', KEYS[3], 'LT', ARGV[2], id)
+  redis.call('RPUSH', KEYS[4], '1')
+  redis.call('LTRIM', KEYS[4], 0, 63)
+end
+return 'matched'
+"""
+
+INDEX_RUN = """
+-- A job recorded the id of its run, response or session: index it for webhooks, and poke
+-- the job now if a webhook named that id before it was recorded.
+-- KEYS: run_job, webhook_early, due, wake; ARGV: job_id, ttl_s, now, job_prefix
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if redis.call('DEL', KEYS[2]) == 1
+   and redis.call('HGET', ARGV[4] .. ARGV[1], 'next') == 'askq.poll' then
+  redis.call('ZADD', KEYS[3], 'LT', ARGV[3], ARGV[1])
+  redis.call('RPUSH', KEYS[4], '1')
+  redis.call('LTRIM', KEYS[4], 0, 63)
+  return 1
+end
+return 0
+"""

@@ -68,6 +68,8 @@ class PollPolicy:
     max_s: float = 8.0
     factor: float = 1.5
     jitter: float = 0.1
+    floor_s: float = 0.0
+    """No look sooner than this, even when the server hints sooner (webhooks: the safety net)."""
 
     def delay(
         self,
@@ -78,7 +80,7 @@ class PollPolicy:
         elapsed_s: float = 0.0,
     ) -> float:
         if hint_s is not None:
-            return hint_s * (1 + rng.uniform(0, self.jitter))
+            return max(hint_s, self.floor_s) * (1 + rng.uniform(0, self.jitter))
         backoff = min(self.max_s, self.min_s * self.factor**polls)
         if expected_s is not None and elapsed_s < expected_s:
             # a learned run duration: wait for it, even past max_s (that is the point), and

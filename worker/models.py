@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from worker.errors import RecordError
 from worker.states import JobStatus
@@ -43,8 +43,14 @@ class JobRequest(BaseModel):
     question: str | None = None
     messages: list[Message] | None = None
     custom_id: str | None = Field(default=None, min_length=1, max_length=512)
-    thread_id: str | None = None
+    thread_id: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("thread_id", "session_id"),
+        description="The thread (Assistants), conversation (Responses) or session (Agents) to "
+        "continue; `session_id` is accepted as its other name.",
+    )
     assistant_id: str | None = None
+    agent_id: str | None = Field(default=None, description="The saved agent (Agents style).")
     model: str | None = None
     instructions: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)

@@ -23,18 +23,25 @@ from worker.models import JobRecord
 from worker.settings import Settings, get_settings
 from worker.store import JobStore, connect
 from worker.tools import REGISTRY, ToolRegistry
+from worker.webhook_index import RunIndex
 
 USER_AGENT = "askq/0.1"
 
 
 def http_client(settings: Settings) -> httpx.Client:
+    """The one pooled client of a worker process. The key header and the query parameters
+    every request needs (Azure's `api-key` and `api-version`) live here, on the client, so
+    no adapter has to know about them."""
     headers = {"User-Agent": USER_AGENT}
     key = settings.api_key.get_secret_value()
-    if key:
+    if key and settings.api_key_header:
+        headers[settings.api_key_header] = key
+    elif key:
         headers["Authorization"] = f"Bearer {key}"
     return httpx.Client(
         base_url=settings.api_base + "/",
         headers=headers,
+        params=settings.api_params,
         timeout=httpx.Timeout(settings.http_timeout_s, connect=10.0),
         limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
     )
@@ -43,7 +50,7 @@ def http_client(settings: Settings) -> httpx.Client:
 def tool_specs_for(registry: ToolRegistry, style: str) -> Any:
     def specs(job: JobRecord) -> list[dict[str, Any]]:
         tools = registry.select(job.request.tools)
-        if style == "responses":
+        if style in ("responses", "agents"):  # both take the flat function shape
             return [t.responses_spec() for t in tools]
         return [t.assistants_spec() for t in tools]
 
@@ -65,9 +72,29 @@ def make_adapter(
             client, model=settings.model, tool_specs=specs, hook=hook, budget=budget
         )
         return adapter
+    if settings.api_style == "agents":
+        from worker.adapters.agents import AgentsAdapter
+
+        return AgentsAdapter(
+            client,
+            agent_id=settings.agent_id,
+            model=settings.model,
+            tool_specs=specs,
+            hook=hook,
+            budget=budget,
+        )
     return AssistantsAdapter(
         client, assistant_id=settings.assistant_id, tool_specs=specs, hook=hook, budget=budget
     )
+
+
+def poll_policy(settings: Settings) -> PollPolicy:
+    """With webhooks on, the webhook says when a run ends: polls are only a slow safety net
+    (every ASKQ_WEBHOOK_POLL_S, never sooner, whatever the server hints)."""
+    if settings.webhooks_on:
+        every = settings.webhook_poll_s
+        return PollPolicy(min_s=every, max_s=every, floor_s=every)
+    return PollPolicy(min_s=settings.poll_min_s, max_s=settings.poll_max_s)
 
 
 @dataclass
@@ -81,6 +108,8 @@ class Runtime:
     rng: random.Random
     tools: ToolRegistry
     pid: int
+    runs: RunIndex | None = None
+    """Where recorded run ids are indexed for provider webhooks (None: webhooks off)."""
 
     def count_request(self, route: str, status: int) -> None:
         with contextlib.suppress(redis.RedisError):
@@ -100,10 +129,11 @@ def build_runtime(settings: Settings, registry: ToolRegistry = REGISTRY) -> Runt
         store=JobStore(client, settings),
         http=http,
         adapter=None,  # type: ignore[arg-type]
-        policy=PollPolicy(min_s=settings.poll_min_s, max_s=settings.poll_max_s),
+        policy=poll_policy(settings),
         rng=random.Random(),
         tools=registry,
         pid=os.getpid(),
+        runs=RunIndex(client, settings) if settings.webhooks_on else None,
     )
     store = runtime.store
     runtime.adapter = make_adapter(

@@ -6,10 +6,13 @@ settings, so nothing secret reaches a broker message, a log line or Flower.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
+import re
 from functools import lru_cache
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,6 +20,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from worker.errors import ConfigError
 
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+"""An HTTP header name (RFC 9110 token)."""
 
 
 def is_loopback(url: str) -> bool:
@@ -40,8 +45,14 @@ class Settings(BaseSettings):
     redis_url: str = "redis://localhost:6379/0"
     api_base: str = "http://127.0.0.1:8787/v1"
     api_key: SecretStr = SecretStr("")
-    api_style: Literal["assistants", "responses"] = "assistants"
+    api_query: str = ""
+    """Query parameters added to every API request (`k=v&k2=v2`), e.g. Azure's api-version."""
+    api_key_header: str = ""
+    """The header that carries the key as it is (Azure: `api-key`); empty: Authorization
+    Bearer."""
+    api_style: Literal["assistants", "responses", "agents"] = "assistants"
     assistant_id: str = ""
+    agent_id: str = ""
     model: str = ""
     tool_modules: str = ""
     max_inflight: int = Field(default=256, ge=1)
@@ -60,12 +71,46 @@ class Settings(BaseSettings):
     lease_margin_s: float = Field(default=5.0, gt=0)
     heartbeat_file: str = ""
 
+    webhook_secret: SecretStr = SecretStr("")
+    """The provider's `whsec_...` signing secret: setting it turns webhooks on."""
+    webhook_poll_s: float = Field(default=60.0, gt=0)
+    """With webhooks on, polls are a safety net for lost webhooks: one look this often."""
+
     @field_validator("api_base")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         if urlsplit(value).scheme not in ("http", "https"):
             raise ValueError(f"ASKQ_API_BASE must be an http(s) URL, got {value!r}")
         return value.rstrip("/")
+
+    @field_validator("api_query")
+    @classmethod
+    def _query(cls, value: str) -> str:
+        try:
+            parse_qsl(value.lstrip("?"), keep_blank_values=True, strict_parsing=bool(value))
+        except ValueError:
+            raise ValueError(f"ASKQ_API_QUERY must look like k=v&k2=v2, got {value!r}") from None
+        return value.lstrip("?")
+
+    @field_validator("api_key_header")
+    @classmethod
+    def _header(cls, value: str) -> str:
+        if value and not HEADER_NAME.fullmatch(value):
+            raise ValueError(f"ASKQ_API_KEY_HEADER is not a header name: {value!r}")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _whsec(cls, value: SecretStr) -> SecretStr:
+        secret = value.get_secret_value()
+        if secret:
+            try:
+                decoded = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+            except (ValueError, binascii.Error):
+                decoded = b""
+            if not decoded:
+                raise ValueError("ASKQ_WEBHOOK_SECRET must be a whsec_... secret (base64)")
+        return value
 
     @field_validator("redis_url")
     @classmethod
@@ -89,7 +134,25 @@ class Settings(BaseSettings):
             )
         if self.poll_min_s > self.poll_max_s:
             raise ValueError("ASKQ_POLL_MIN_S must not exceed ASKQ_POLL_MAX_S")
+        if self.webhooks_on and self.api_style == "assistants":
+            raise ValueError(
+                "ASKQ_WEBHOOK_SECRET: providers send webhooks for responses and agents "
+                "sessions only (ASKQ_API_STYLE=responses or agents), never for Assistants runs"
+            )
         return self
+
+    @property
+    def webhooks_on(self) -> bool:
+        return bool(self.webhook_secret.get_secret_value())
+
+    @property
+    def predicts_polls(self) -> bool:
+        """Learned run durations time the first look, unless webhooks say when runs end."""
+        return self.poll_predict and not self.webhooks_on
+
+    @property
+    def api_params(self) -> dict[str, str]:
+        return dict(parse_qsl(self.api_query, keep_blank_values=True))
 
     @property
     def tool_module_names(self) -> list[str]:

@@ -51,8 +51,14 @@ RUN_STATUS = {
     "completed": JobStatus.COMPLETED,
     "incomplete": JobStatus.INCOMPLETE,  # incomplete_details says why
     "expired": JobStatus.EXPIRED,  # run or its requires_action passed expires_at
+    # Agents API turn statuses beyond those above
+    "waiting": JobStatus.REQUIRES_ACTION,  # the turn waits for the function results its
+    # session lists in `required_actions` (the adapter reads them from the session)
 }
 """Remote run (or background response) status → job status. Responses background mode uses
 a subset of the same words (`queued`, `in_progress`, `completed`, `failed`, `cancelled`,
 `incomplete`); a `function_call` in its output is reported by its adapter as
-`requires_action`, so both protocols share this one table."""
+`requires_action`, so both protocols share this one table. An Agents API turn uses `queued`,
+`in_progress`, `waiting`, `completed`, `failed` and `cancelled`; its adapter reports a turn
+that failed for `max_output_tokens` as `incomplete` and one waiting for an action askq cannot
+take (an MCP or computer-use approval) as `failed`."""

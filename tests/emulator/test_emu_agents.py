@@ -62,7 +62,7 @@ def test_sdk_session_runs_a_turn_to_its_answer(sdk: OpenAI, control: EmulatorCon
     session = sdk.beta.agents.sessions.create(
         environment=NONE,
         agent={"model": "gpt-test", "instructions": "Be brief."},
-        input="What is 12 * 12?",
+        input="What is 12 * 12? [run_time=0.5]",
         metadata={"askq_job": "job-a"},
     )
     assert session.object == "agent.session" and session.status == "in_progress"

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import ASSISTANTS_ONLY, Askq
+from tests.conftest import Askq
 from worker.models import JobRequest
 from worker.states import JobStatus
 
@@ -65,7 +65,6 @@ def test_in_flight_limit_holds_across_four_workers(make_askq: Callable[..., Askq
     assert waiting == 0
 
 
-@ASSISTANTS_ONLY
 def test_jobs_on_one_thread_run_in_order_without_busy_errors(
     askq: Askq,
 ) -> None:
@@ -113,6 +112,11 @@ def test_lost_responses_never_create_a_second_run(make_askq: Callable[..., Askq]
     if style == "assistants":
         # the retried start lists the thread's runs and adopts its own
         assert counts == {JobStatus.COMPLETED: 40}
+    elif style == "agents":
+        # the retried creation repeats its Idempotency-Key: the server answers with the
+        # session it made the first time instead of making another
+        assert counts == {JobStatus.COMPLETED: 40}
+        assert stats["idempotent_replays"] >= stats["faults"]["lost_response"]
     else:
         # Responses can't be listed: the ambiguous ones fail rather than run twice
         ambiguous = [

@@ -13,21 +13,21 @@ import pytest
 from emulator.client import EmulatorControl
 from emulator.server import RunningEmulator
 from producer.local_redis import LocalRedis
-from tests.conftest import ASSISTANTS_ONLY, Askq, wait_until
+from tests.conftest import Askq, wait_until
 from worker.settings import load_settings
 
 pytestmark = pytest.mark.slow
 
 
-@ASSISTANTS_ONLY
 def test_sigkill_one_of_two_workers_mid_batch(make_askq: Callable[..., Askq]) -> None:
+    size = 600
     deployment = make_askq(http_timeout_s=2.0, lease_margin_s=2.0, poll_min_s=0.2, poll_max_s=1.0)
     deployment.emulator.configure(run_time_s=1.0)
     doomed = deployment.start_worker(concurrency=8)
     deployment.start_worker(concurrency=8)
-    batch_id = deployment.client.submit_batch([f"What is {i} + 5?" for i in range(1000)])
+    batch_id = deployment.client.submit_batch([f"What is {i} + 5?" for i in range(size)])
     wait_until(
-        lambda: deployment.client.status(batch_id).finished >= 300,  # type: ignore[union-attr]
+        lambda: deployment.client.status(batch_id).finished >= size // 3,  # type: ignore[union-attr]
         timeout=120,
         what="a third of the batch",
     )
@@ -35,12 +35,18 @@ def test_sigkill_one_of_two_workers_mid_batch(make_askq: Callable[..., Askq]) ->
     os.killpg(doomed.process.pid, signal.SIGKILL)
     doomed.process.wait(timeout=10)
     final = deployment.client.wait(batch_id, timeout=240)
-    assert final.completed == 1000  # type: ignore[union-attr]
     stats = deployment.emulator.stats()
-    assert len(stats["runs_by_job"]) == 1000 and set(stats["runs_by_job"].values()) == {1}
+    assert set(stats["runs_by_job"].values()) == {1}  # never a second run for a job
     results = list(deployment.client.results(batch_id))
+    # Responses cannot be listed: a start the kill cut short between its POST and its write
+    # fails `ambiguous_start` rather than risk a second response (docs/reliability.md)
+    ambiguous = {r.job_id for r in results if r.error and r.error.code == "ambiguous_start"}
+    if deployment.settings.api_style != "responses":
+        assert not ambiguous
+    assert final.completed + len(ambiguous) == size  # type: ignore[union-attr]
+    assert len(stats["runs_by_job"]) >= size - len(ambiguous)
     for i, result in enumerate(results):
-        assert result.answer == f"{i} + 5 = {i + 5}"
+        assert result.job_id in ambiguous or result.answer == f"{i} + 5 = {i + 5}"
     # the jobs the dead worker held were picked up after their lease
     lease = deployment.settings.lease_s
     stalled = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from tests.conftest import ASSISTANTS_ONLY, Askq
+from tests.conftest import Askq
 from worker.keys import Keys
 from worker.states import JobStatus
 
@@ -47,7 +47,6 @@ def test_poll_after_hint_is_honoured(make_askq: object) -> None:
     assert all(2 <= n <= 5 for n in gets.values()), gets
 
 
-@ASSISTANTS_ONLY
 def test_backoff_stays_within_bounds_without_hint(make_askq: object) -> None:
     fast = make_askq(poll_min_s=0.1, poll_max_s=0.1)  # type: ignore[operator]
     fast.emulator.configure(run_time_s=1.5)
@@ -59,7 +58,6 @@ def test_backoff_stays_within_bounds_without_hint(make_askq: object) -> None:
     assert all(9 <= n <= 20 for n in gets_fast.values()), gets_fast
 
 
-@ASSISTANTS_ONLY
 def test_backoff_grows_to_the_maximum(make_askq: object) -> None:
     slow = make_askq(poll_min_s=0.1, poll_max_s=0.4)  # type: ignore[operator]
     slow.emulator.configure(run_time_s=3.0)
@@ -105,7 +103,6 @@ def test_job_on_existing_thread_reads_its_own_run(askq: Askq) -> None:
     assert second.run_id != first.run_id  # type: ignore[union-attr]
 
 
-@ASSISTANTS_ONLY
 def test_cli_batch_with_bad_lines(askq: Askq) -> None:
     lines = [
         json.dumps({"question": "What is 6 * 7?", "custom_id": "a"}),
@@ -132,7 +129,6 @@ def test_cli_batch_with_bad_lines(askq: Askq) -> None:
     ]
 
 
-@ASSISTANTS_ONLY
 def test_cli_unknown_ids_exit_2_with_one_line(askq: Askq) -> None:
     for args in (
         ("status", "job_doesnotexist"),

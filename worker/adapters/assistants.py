@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from worker.adapters.base import Budget, HttpApi, RequestHook, ToolSpecs, poll_after
+from worker.adapters.paging import every_item
 from worker.errors import FinalApiError
 from worker.machine import Snapshot
 from worker.models import ErrorInfo, JobRecord, ToolCall, Usage
@@ -197,25 +198,14 @@ class AssistantsAdapter:
     def answer(self, thread_id: str, run_id: str) -> str:
         """The run's own assistant messages, oldest first, joined by a blank line: never
         "the newest message on the thread", which may belong to another run."""
-        texts: list[str] = []
-        after: str | None = None
-        while True:
-            params: dict[str, Any] = {"run_id": run_id, "order": "asc", "limit": 100}
-            if after:
-                params["after"] = after
-            page = self.api.call(
-                "GET",
-                f"threads/{thread_id}/messages",
-                route="GET /threads/{thread_id}/messages",
-                params=params,
-                headers=BETA,
-            ).json()
-            texts.extend(
-                message_text(m) for m in page.get("data") or [] if m.get("role") == "assistant"
-            )
-            if not page.get("has_more") or not page.get("last_id"):
-                return "\n\n".join(texts)
-            after = page["last_id"]
+        messages = every_item(
+            self.api,
+            f"threads/{thread_id}/messages",
+            route="GET /threads/{thread_id}/messages",
+            params={"run_id": run_id, "order": "asc"},
+            headers=BETA,
+        )
+        return "\n\n".join(message_text(m) for m in messages if m.get("role") == "assistant")
 
     def submit_tool_outputs(self, job: JobRecord, outputs: list[tuple[str, str]]) -> Snapshot:
         assert job.thread_id is not None and job.run_id is not None

@@ -35,9 +35,14 @@ returns the seconds to wait first, 0.0 to go now."""
 RequestHook = Callable[[str, int], None]
 """Called with (route, status) after every API response (status 0: no response)."""
 
-# Both APIs report "this thread/conversation is busy" as a plain 400; these phrases (and the
-# Responses code `conversation_locked`) are how OpenAI words it.
-BUSY_PHRASES = ("already has an active run", "while a run", "conversation_locked")
+# The APIs report "this thread/conversation/session is busy" as a plain 400; these phrases
+# (and the codes `conversation_locked`, `active_turn_not_steerable`) are how OpenAI words it.
+BUSY_PHRASES = (
+    "already has an active run",
+    "while a run",
+    "conversation_locked",
+    "active_turn_not_steerable",
+)
 
 
 class Adapter(Protocol):

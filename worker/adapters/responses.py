@@ -30,7 +30,8 @@ INLINE_MESSAGE = "inline"
 """Responses send the question with the response itself: no message to add first."""
 
 
-def _usage(raw: dict[str, Any] | None) -> Usage | None:
+def token_usage(raw: dict[str, Any] | None) -> Usage | None:
+    """`input_tokens`/`output_tokens` usage (Responses, Agents turns) in askq's words."""
     if not raw:
         return None
     prompt = int(raw.get("input_tokens") or 0)
@@ -196,7 +197,7 @@ class ResponsesAdapter:
             thread_id=thread,
             tool_calls=calls,
             answer=output_text(response) if status == "completed" else None,
-            usage=_usage(response.get("usage")),
+            usage=token_usage(response.get("usage")),
             error=_error(response),
             poll_after_s=hint,
         )
