@@ -39,6 +39,9 @@ class EmulatorConfig(BaseModel):
     fault_paths: list[str] = Field(default_factory=list)
     seed: int | None = None
 
+    # A Responses server without /v1/conversations (vLLM, LiteLLM): those routes answer 404.
+    conversations: bool = True
+
     # Azure's dialect: every /v1 request must carry these query parameters (`k=v&k2=v2`, e.g.
     # `api-version=2025-04-01-preview`) and its key in this header (e.g. `api-key`).
     require_query: str = ""

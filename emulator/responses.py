@@ -356,6 +356,11 @@ def _get_response(state: EmulatorState, response_id: str) -> ResponseRecord:
     return rec
 
 
+def _serves_conversations(request: Request) -> None:
+    if not _state(request).config.conversations:
+        raise ApiError(404, f"Invalid URL ({request.method} {request.url.path})")
+
+
 def _get_conversation(state: EmulatorState, conv_id: str) -> Conversation:
     conv = state.conversations.get(conv_id)
     if conv is None:
@@ -642,6 +647,7 @@ async def list_input_items(request: Request) -> Response:
 
 
 async def create_conversation(request: Request) -> Response:
+    _serves_conversations(request)
     state = _state(request)
     body = await read_json(request)
     reject_unknown_parameter(body, CONVERSATION_FIELDS)
@@ -656,11 +662,13 @@ async def create_conversation(request: Request) -> Response:
 
 
 async def get_conversation(request: Request) -> Response:
+    _serves_conversations(request)
     conv = _get_conversation(_state(request), request.path_params["conversation_id"])
     return json_response(conv.to_dict())
 
 
 async def list_conversation_items(request: Request) -> Response:
+    _serves_conversations(request)
     state = _state(request)
     conv = _get_conversation(state, request.path_params["conversation_id"])
     if conv.active is not None:
@@ -669,6 +677,7 @@ async def list_conversation_items(request: Request) -> Response:
 
 
 async def add_conversation_items(request: Request) -> Response:
+    _serves_conversations(request)
     state = _state(request)
     conv = _get_conversation(state, request.path_params["conversation_id"])
     body = await read_json(request)

@@ -141,6 +141,7 @@ class Askq:
                 "ASKQ_API_KEY_HEADER": s.api_key_header,
                 "ASKQ_WEBHOOK_SECRET": s.webhook_secret.get_secret_value(),
                 "ASKQ_WEBHOOK_POLL_S": str(s.webhook_poll_s),
+                "ASKQ_RESPONSES_CONVERSATIONS": s.responses_conversations,
                 "ASKQ_API_STYLE": s.api_style,
                 "ASKQ_ASSISTANT_ID": s.assistant_id,
                 "ASKQ_AGENT_ID": s.agent_id,

@@ -89,7 +89,8 @@ def start(rt: Runtime, job_id: str) -> None:
     try:
         fresh = False
         job = loaded.record
-        if job.thread_id is None:
+        # (a Responses job without a conversation has none: `thread_created` says it started)
+        if job.thread_id is None and not job.thread_created:
             if job.request.thread_id is None:
                 step = machine.on_thread_created(job, adapter.create_thread(job), lease_until)
                 fresh = True

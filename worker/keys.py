@@ -113,6 +113,12 @@ class Keys:
         return f"{self.prefix}:durations"
 
     @property
+    def no_conversations(self) -> str:
+        """String with a TTL: the Responses server answered 404 to POST /conversations
+        (ASKQ_RESPONSES_CONVERSATIONS=auto stops asking until it expires)."""
+        return f"{self.prefix}:no-conversations"
+
+    @property
     def api_requests(self) -> str:
         """Hash: `<method> <status>` → API requests made (metrics)."""
         return f"{self.prefix}:api-requests"

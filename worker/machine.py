@@ -132,9 +132,10 @@ def on_timeout(job: JobRecord, now: float) -> Step:
     )
 
 
-def on_thread_created(job: JobRecord, thread_id: str, lease_until: float) -> Step:
-    """Half-way through a start: the thread exists. The same start goes on at once; only
-    if it dies does the job come back, when its lease ends."""
+def on_thread_created(job: JobRecord, thread_id: str | None, lease_until: float) -> Step:
+    """Half-way through a start: the thread exists (None: the protocol needs none, e.g.
+    Responses without conversations). The same start goes on at once; only if it dies does
+    the job come back, when its lease ends."""
     record = job.model_copy(
         update={
             "thread_id": thread_id,

@@ -18,6 +18,8 @@ import redis
 
 from worker.adapters.assistants import AssistantsAdapter
 from worker.adapters.base import Adapter
+from worker.adapters.responses import Always, Conversations, ResponsesAdapter
+from worker.conversations import ConversationSwitch
 from worker.machine import PollPolicy
 from worker.models import JobRecord
 from worker.settings import Settings, get_settings
@@ -63,13 +65,17 @@ def make_adapter(
     registry: ToolRegistry = REGISTRY,
     hook: Any = None,
     budget: Any = None,
+    conversations: Conversations | None = None,
 ) -> Adapter:
     specs = tool_specs_for(registry, settings.api_style)
     if settings.api_style == "responses":
-        from worker.adapters.responses import ResponsesAdapter
-
         adapter: Adapter = ResponsesAdapter(
-            client, model=settings.model, tool_specs=specs, hook=hook, budget=budget
+            client,
+            model=settings.model,
+            tool_specs=specs,
+            hook=hook,
+            budget=budget,
+            conversations=conversations or Always(settings.responses_conversations),
         )
         return adapter
     if settings.api_style == "agents":
@@ -142,6 +148,7 @@ def build_runtime(settings: Settings, registry: ToolRegistry = REGISTRY) -> Runt
         registry,
         runtime.count_request,
         lambda follow_up: store.spend_requests(1, force=follow_up),
+        ConversationSwitch(client, settings),
     )
     return runtime
 

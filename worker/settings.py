@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     agent_id: str = ""
     model: str = ""
     tool_modules: str = ""
+    responses_conversations: Literal["auto", "on", "off"] = "auto"
+    """Responses style: keep each job's items in a Conversation (`on`), chain them with
+    previous_response_id (`off`), or use conversations until the server answers 404 (`auto`)."""
     max_inflight: int = Field(default=256, ge=1)
     rate_limit_rpm: int = Field(default=0, ge=0)
     poll_min_s: float = Field(default=0.5, gt=0)

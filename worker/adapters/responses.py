@@ -17,12 +17,12 @@ that case is at-least-once.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
 from worker.adapters.base import Budget, HttpApi, RequestHook, ToolSpecs, poll_after
-from worker.errors import FinalApiError
+from worker.errors import FinalApiError, RunGone
 from worker.machine import Snapshot
 from worker.models import ErrorInfo, JobRecord, ToolCall, Usage
 
@@ -82,6 +82,32 @@ def output_text(response: dict[str, Any]) -> str:
     return "\n\n".join(texts)
 
 
+class Conversations(Protocol):
+    """Whether this server keeps Conversations (ASKQ_RESPONSES_CONVERSATIONS)."""
+
+    mode: str
+    """`on`, `off`, or `auto` (on until the server answers 404, then off, remembered)."""
+
+    def available(self) -> bool: ...
+
+    def missing(self) -> None:
+        """The server answered 404: remember it (`auto`)."""
+        ...
+
+
+class Always:
+    """Conversations on or off for good (and the default for tests of the adapter)."""
+
+    def __init__(self, mode: str = "on") -> None:
+        self.mode = mode
+
+    def available(self) -> bool:
+        return self.mode == "on"
+
+    def missing(self) -> None:
+        return None
+
+
 class ResponsesAdapter:
     def __init__(
         self,
@@ -91,29 +117,48 @@ class ResponsesAdapter:
         tool_specs: ToolSpecs,
         hook: RequestHook | None = None,
         budget: Budget | None = None,
+        conversations: Conversations | None = None,
     ) -> None:
         self.api = HttpApi(client, hook, budget)
         self.model = model
         self.tool_specs = tool_specs
+        self.conversations = conversations or Always()
 
     def follow_up(self) -> AbstractContextManager[None]:
         return self.api.follow_up()
 
-    def create_thread(self, job: JobRecord) -> str:
-        response = self.api.call(
-            "POST",
-            "conversations",
-            route="POST /conversations",
-            json={"metadata": {"askq_job": job.job_id}},
-        )
+    def create_thread(self, job: JobRecord) -> str | None:
+        """A Conversation for the job; None (chain by previous_response_id) when the server
+        keeps none."""
+        if not self.conversations.available():
+            return None
+        try:
+            response = self.api.call(
+                "POST",
+                "conversations",
+                route="POST /conversations",
+                json={"metadata": {"askq_job": job.job_id}},
+            )
+        except RunGone:
+            if self.conversations.mode != "auto":
+                raise
+            self.conversations.missing()
+            return None
         return str(response.json()["id"])
 
     def add_messages(self, job: JobRecord) -> str:
         return INLINE_MESSAGE
 
     def find_run(self, job: JobRecord) -> Snapshot | None:
-        if not job.thread_created or job.thread_id is None:
+        if not job.thread_created:
             return None
+        if job.thread_id is None:
+            raise FinalApiError(
+                "a response may already exist for this job (a start was interrupted after "
+                "sending it, and without a conversation askq cannot look); askq does not "
+                "create a second one",
+                code="ambiguous_start",
+            )
         items = self.api.call(
             "GET",
             f"conversations/{job.thread_id}/items",
