@@ -159,6 +159,27 @@ def cmd_policy(args: argparse.Namespace) -> None:
     save(args.out, args.name or "policy", results)
 
 
+def cmd_protocols(args: argparse.Namespace) -> None:
+    """Assistants, Responses and Agents sessions, polled and with webhooks, same batch."""
+    from bench.protocols import run_protocols, table
+
+    results: dict[str, Any] = {"machine": machine(), "args": vars(args) | {"func": None}}
+    rt = durations(args.workload, args.jobs)
+    with Stack.start() as stack:
+        runs = run_protocols(
+            stack,
+            rt,
+            concurrency=args.concurrency,
+            rate=args.rate,
+            timeout_s=args.timeout,
+            webhook_poll_s=args.webhook_poll_s,
+        )
+    results["runs"] = runs
+    results["load_at_end"] = machine()["load_at_start"]
+    save(args.out, args.name or "protocols", results)
+    print(table(runs))
+
+
 def cmd_workers(args: argparse.Namespace) -> None:
     """Throughput with 1, 2, 4 worker processes; CPU of worker, Redis and emulator."""
     from bench.askq_run import run_askq
@@ -339,6 +360,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--predict", action="store_true", help="also run ASKQ_POLL_PREDICT=true")
     p.add_argument("--rate", type=float, default=20.0, help="arrivals per s (paced, not a burst)")
     p.set_defaults(func=cmd_policy, hint_ms=500)
+
+    p = sub.add_parser("protocols", help="the 3 styles, polling vs webhooks, same batch")
+    common(p)
+    p.add_argument("--workload", default="5", help="run seconds, or mixed")
+    p.add_argument("--jobs", type=int, default=200)
+    p.add_argument("--rate", type=float, default=20.0, help="arrivals per s (paced)")
+    p.add_argument("--webhook-poll-s", type=float, default=60.0)
+    p.set_defaults(func=cmd_protocols, timeout=300.0)
 
     p = sub.add_parser("workers", help="throughput with 1, 2, 4 worker processes")
     common(p)

@@ -57,10 +57,11 @@ def run_askq(
     label: str = "askq",
     app: str = "worker",
     rate: float | None = None,
+    redis_url: str | None = None,
 ) -> dict[str, Any]:
     n = len(run_times)
     env = dict(env or {})
-    url = stack.fresh_db()
+    url = redis_url or stack.fresh_db()
     stack.reset_emulator(run_time_s=run_times[0], poll_after_ms=poll_after_ms)
     started = stack.start_workers(workers, url, concurrency, env, app)
     settings = load_settings(

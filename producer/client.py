@@ -100,6 +100,10 @@ class Client:
             raise InputError("no assistant: set ASKQ_ASSISTANT_ID or pass an assistant id")
         if self.settings.api_style == "responses" and not (request.model or self.settings.model):
             raise InputError("no model: set ASKQ_MODEL or pass a model")
+        if self.settings.api_style == "agents" and not (
+            request.agent_id or request.model or self.settings.agent_id or self.settings.model
+        ):
+            raise InputError("no agent: set ASKQ_AGENT_ID (or ASKQ_MODEL) or pass an agent id")
         return request
 
     def ask(self, question: str | JobRequest, **fields: Any) -> str:
