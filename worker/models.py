@@ -65,6 +65,18 @@ class JobRequest(BaseModel):
         default=None, description="Names of registered tools this job may use; None means all."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_thread(cls, data: Any) -> Any:
+        """`session_id` is `thread_id` by another name: one of them, or both equal."""
+        if isinstance(data, dict) and "session_id" in data and "thread_id" in data:
+            session, thread = data["session_id"], data["thread_id"]
+            if session is not None and thread is not None and session != thread:
+                raise ValueError("give 'thread_id' or 'session_id' (the same thing), not both")
+            data = {k: v for k, v in data.items() if k != "session_id"}
+            data["thread_id"] = thread if thread is not None else session
+        return data
+
     @model_validator(mode="after")
     def _one_prompt(self) -> JobRequest:
         if (self.question is None) == (self.messages is None):

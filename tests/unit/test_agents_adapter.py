@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from producer.client import Client
+from producer.inputs import parse_text
 from worker.adapters.agents import AgentsAdapter
 from worker.errors import FinalApiError, InputError
 from worker.models import JobRecord, JobRequest, Message
@@ -122,3 +123,19 @@ def test_sessions_take_user_messages_and_need_an_agent_or_a_model() -> None:
     settings = load_settings(api_style="agents", redis_url="redis://127.0.0.1:1/0")
     with pytest.raises(InputError, match="ASKQ_AGENT_ID"):
         Client(settings).ask("hello")
+
+
+def test_batch_lines_name_agents_and_sessions() -> None:
+    lines = [
+        {"question": "a", "agent_id": "agent_9", "session_id": "sess_9"},
+        {"question": "b", "thread_id": "sess_9", "session_id": "sess_9"},
+        {"question": "c", "thread_id": "thread_1", "session_id": "sess_2"},
+    ]
+    parsed = parse_text("\n".join(json.dumps(line) for line in lines), "jsonl")
+    first, second = (item.request for item in parsed.items)
+    assert (first.agent_id, first.thread_id, second.thread_id) == ("agent_9", "sess_9", "sess_9")
+    (error,) = parsed.errors
+    assert error.line == 3 and "not both" in error.message
+    csv_text = "question,session_id,agent_id\nhello,sess_5,agent_5\n"
+    (item,) = parse_text(csv_text, "csv").items
+    assert (item.request.thread_id, item.request.agent_id) == ("sess_5", "agent_5")
