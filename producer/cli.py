@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -20,7 +21,7 @@ from producer.client import BatchStatus, Client, is_batch_id
 from producer.inputs import ParsedInput, parse_file, parse_text
 from producer.progress import describe, watch_batch
 from worker.errors import AskqError, InputError, PartialSubmit, StoreError
-from worker.models import JobRequest, JobResult
+from worker.models import TOOL_CHOICE_PATTERN, JobRequest, JobResult
 from worker.settings import load_settings
 from worker.states import JobStatus
 
@@ -28,10 +29,11 @@ EXIT_OK, EXIT_NOT_COMPLETED, EXIT_USAGE, EXIT_TIMEOUT = 0, 1, 2, 124
 CSV_COLUMNS = (
     "job_id", "batch_id", "custom_id", "status", "answer", "thread_id", "run_id",
     "prompt_tokens", "completion_tokens", "total_tokens", "error_code", "error_message",
-    "tool_calls", "created_at", "finished_at",
+    "tool_calls", "created_at", "finished_at", "partial_answer",
 )  # fmt: skip
 
 F = TypeVar("F", bound=Callable[..., Any])
+TOOL_CHOICE_HELP = "auto, none, required, or the name of the one tool the run must call."
 
 
 def say(message: str) -> None:
@@ -41,6 +43,12 @@ def say(message: str) -> None:
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     say(f"askq: error: {message}")
     sys.exit(code)
+
+
+def _check_tool_choice(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is not None and not re.fullmatch(TOOL_CHOICE_PATTERN, value):
+        fail(f"bad --tool-choice {value!r}: give auto, none, required or a tool's name")
+    return value
 
 
 def client() -> Client:
@@ -92,6 +100,7 @@ def _print_json(data: Any) -> None:
 @click.option("--agent", "agent_id", help="Agent id (default ASKQ_AGENT_ID, agents style).")
 @click.option("--model", help="Model (default ASKQ_MODEL for the responses style).")
 @click.option("--instructions", help="Extra instructions for this run.")
+@click.option("--tool-choice", callback=_check_tool_choice, help=TOOL_CHOICE_HELP)
 @click.option("--wait", "wait_", is_flag=True, help="Wait and print the answer.")
 @click.option("--timeout", type=float, default=None, help="Give up waiting after S seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result record as JSON.")
@@ -103,6 +112,7 @@ def ask(
     agent_id: str | None,
     model: str | None,
     instructions: str | None,
+    tool_choice: str | None,
     wait_: bool,
     timeout: float | None,
     as_json: bool,
@@ -116,6 +126,7 @@ def ask(
             agent_id=agent_id,
             model=model,
             instructions=instructions,
+            tool_choice=tool_choice,
         )
     except ValueError as exc:
         fail(f"bad question: {exc}")
@@ -160,10 +171,22 @@ def _parse(source: str, fmt: str | None) -> ParsedInput:
     "--format", "fmt", type=click.Choice(["jsonl", "csv", "txt"]),
     help="Input format (default: from the file extension; jsonl for '-').",
 )  # fmt: skip
+@click.option(
+    "--tool-choice",
+    callback=_check_tool_choice,
+    help=f"For lines that set none: {TOOL_CHOICE_HELP}",
+)
 @click.option("--wait", "wait_", is_flag=True, help="Show progress until every job is done.")
 @click.option("--timeout", type=float, default=None, help="Give up waiting after S seconds.")
 @guarded
-def batch(file: str, name: str | None, fmt: str | None, wait_: bool, timeout: float | None) -> None:
+def batch(
+    file: str,
+    name: str | None,
+    fmt: str | None,
+    tool_choice: str | None,
+    wait_: bool,
+    timeout: float | None,
+) -> None:
     """Submit every question of FILE (.jsonl, .csv, .txt, or '-' for stdin) as one batch.
 
     Bad lines are reported with their numbers on stderr; the good ones still run. Prints the
@@ -175,9 +198,15 @@ def batch(file: str, name: str | None, fmt: str | None, wait_: bool, timeout: fl
         say(f"askq: {file}: line {error.line}: {error.message}")
     if not parsed.items:
         fail(f"no usable line in {file}")
+    requests = [item.request for item in parsed.items]
+    if tool_choice is not None:
+        requests = [
+            r if r.tool_choice else r.model_copy(update={"tool_choice": tool_choice})
+            for r in requests
+        ]
     api = client()
     try:
-        submitted = api.submit([item.request for item in parsed.items], name=name)
+        submitted = api.submit(requests, name=name)
     except PartialSubmit as exc:
         click.echo(exc.batch_id)  # what was accepted will run: the id must not be lost
         again = f"askq batch {file} --name {name}" if name else "the same command with --name"
@@ -214,6 +243,8 @@ def status(identifier: str, as_json: bool) -> None:
     click.echo(f"{identifier}: {current.status.value}")
     if current.answer is not None:
         click.echo(current.answer)
+    if current.partial_answer is not None:
+        click.echo(f"partial answer (the run stopped early):\n{current.partial_answer}")
     if current.error is not None:
         click.echo(f"error: {current.error.code}: {current.error.message}")
 
@@ -263,6 +294,7 @@ def _csv_row(result: JobResult) -> list[Any]:
         json.dumps(tools) if tools else None,
         result.created_at.isoformat(),
         result.finished_at.isoformat() if result.finished_at else None,
+        result.partial_answer,
     ]  # fmt: skip
 
 

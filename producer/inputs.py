@@ -68,6 +68,7 @@ BATCH_BODY_FIELDS = frozenset(
         "max_completion_tokens",
         "max_output_tokens",
         "metadata",
+        "tool_choice",
     }
 )
 """Body fields both target protocols define (besides the prompt); the rest are dropped."""
@@ -328,6 +329,8 @@ def _batch_fields(obj: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     caps = [body[key] for key in MAX_TOKENS_FIELDS if body.get(key) is not None]
     if caps:
         fields["max_tokens"] = caps[0]
+    if body.get("tool_choice") is not None:
+        fields["tool_choice"] = _tool_choice(body["tool_choice"])
 
     if url == "/v1/chat/completions":
         prompt_key = "messages"
@@ -358,6 +361,17 @@ def _batch_fields(obj: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     used = BATCH_BODY_FIELDS | {prompt_key} | ({"instructions"} if prompt_key == "input" else set())
     dropped += [f"body.{key}" for key in body if key not in used] + message_dropped
     return fields, dropped
+
+
+def _tool_choice(raw: Any) -> Any:
+    """A mode string as is; a named function in chat's shape (`{"type": "function",
+    "function": {"name": ...}}`) or the Responses one (`{"type": "function", "name": ...}`)
+    becomes its name. Anything else is left for `JobRequest` to reject."""
+    if isinstance(raw, dict) and raw.get("type") == "function":
+        function = raw.get("function")
+        name = function.get("name") if isinstance(function, dict) else raw.get("name")
+        return name if isinstance(name, str) else raw
+    return raw
 
 
 def _conversation(

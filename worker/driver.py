@@ -34,6 +34,13 @@ def _save(rt: Runtime, loaded: Loaded, step: Step, now: float) -> Loaded | None:
                 rt.runs.record(new.job_id, sorted(r for r in recorded if r), now)
             except redis.RedisError as exc:  # webhooks missed: the safety-net polls remain
                 log.warning("job %s: webhook index not written (%s)", new.job_id, exc)
+    job = step.record
+    if stored is not None and step.terminal and job.status is not JobStatus.COMPLETED:
+        # one line per job that ends not completed, whatever the path that ended it (a cancel
+        # was asked for: not a warning)
+        level = logging.INFO if job.status is JobStatus.CANCELLED else logging.WARNING
+        code = job.error.code if job.error else "-"
+        log.log(level, "job %s ended %s: %s", job.job_id, job.status.value, code)
     return stored
 
 
@@ -41,8 +48,6 @@ def _fail_api(rt: Runtime, loaded: Loaded, error: ApiError, task: Task, now: flo
     step = machine.on_api_error(
         loaded.record, error, task, now, rt.policy, rt.rng, rt.settings.max_api_retries
     )
-    if step.terminal:
-        log.warning("job %s failed: %s", loaded.record.job_id, error.code)
     _save(rt, loaded, step, now)
 
 

@@ -107,12 +107,15 @@ def _with_run(run_ids: list[str], run_id: str) -> list[str]:
 
 
 def finish(job: JobRecord, status: JobStatus, now: float, error: ErrorInfo | None = None) -> Step:
+    """Every terminal record has a usage: what the API reported, else what earlier responses
+    of the chain used, else zeros (nothing was billed that askq knows of)."""
     record = job.model_copy(
         update={
             "status": status,
             "finished_at": _dt(now),
             "error": error if error is not None else job.error,
             "required_calls": [],
+            "usage": job.usage or job.settled_usage or Usage(),
         }
     )
     return Step(record, None, None)
@@ -199,9 +202,10 @@ def on_snapshot(
             now,
             ErrorInfo(code="unknown_status", message=f"the API reported status {snap.status!r}"),
         )
-    if status is JobStatus.COMPLETED:
+    if status in (JobStatus.COMPLETED, JobStatus.INCOMPLETE):
+        # an incomplete run's text is kept too: results show it as `partial_answer`
         record = base.model_copy(update={"answer": snap.answer})
-        return finish(record, JobStatus.COMPLETED, now)
+        return finish(record, status, now, snap.error)
     if status.terminal:
         return finish(base, status, now, snap.error)
     if status is JobStatus.REQUIRES_ACTION and job.status is JobStatus.CANCELLING:

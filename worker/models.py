@@ -21,6 +21,11 @@ MAX_USER_METADATA_KEYS = 15
 METADATA_KEY_MAX = 64
 METADATA_VALUE_MAX = 512
 
+TOOL_CHOICE_MODES = frozenset({"auto", "none", "required"})
+"""`tool_choice` values every protocol spells the same; anything else names one function."""
+TOOL_CHOICE_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+"""A mode, or a function name as the APIs allow them."""
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -63,6 +68,12 @@ class JobRequest(BaseModel):
     )
     tools: list[str] | None = Field(
         default=None, description="Names of registered tools this job may use; None means all."
+    )
+    tool_choice: str | None = Field(
+        default=None,
+        pattern=TOOL_CHOICE_PATTERN,
+        description="'auto', 'none', 'required', or the name of the one function the run "
+        "must call; each adapter spells it in its protocol's shape.",
     )
 
     @model_validator(mode="before")
@@ -168,7 +179,9 @@ class JobRecord(BaseModel):
     run_ids: list[str] = Field(
         default_factory=list, description="Every run/response of this job, oldest first."
     )
-    answer: str | None = None
+    answer: str | None = Field(
+        default=None, description="The run's text: the answer, or an incomplete run's part."
+    )
     usage: Usage | None = None
     settled_usage: Usage | None = Field(
         default=None, description="Usage of earlier responses of a tool-call chain."
@@ -204,6 +217,7 @@ class JobRecord(BaseModel):
             custom_id=self.request.custom_id,
             status=self.status,
             answer=self.answer if self.status is JobStatus.COMPLETED else None,
+            partial_answer=self.answer if self.status is JobStatus.INCOMPLETE else None,
             thread_id=self.thread_id,
             run_id=self.run_id,
             usage=self.usage,
@@ -229,6 +243,11 @@ class JobResult(BaseModel):
     tool_calls: list[ToolCallRecord]
     created_at: datetime
     finished_at: datetime | None
+    partial_answer: str | None = Field(
+        default=None,
+        description="The text an `incomplete` run produced before its token limit (billed, "
+        "but not an answer: `answer` stays null unless completed).",
+    )
 
     def to_json_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -19,9 +19,11 @@ from worker.adapters.base import Budget, HttpApi, RequestHook, ToolSpecs, poll_a
 from worker.adapters.paging import every_item
 from worker.errors import FinalApiError
 from worker.machine import Snapshot
-from worker.models import ErrorInfo, JobRecord, ToolCall, Usage
+from worker.models import TOOL_CHOICE_MODES, ErrorInfo, JobRecord, ToolCall, Usage
 
 BETA = {"OpenAI-Beta": "assistants=v2"}
+TEXT_STATUSES = frozenset({"completed", "incomplete"})
+"""Runs whose messages hold text worth reading: an incomplete run's part is billed too."""
 RUN_LIST_LIMIT = 100
 
 
@@ -64,6 +66,13 @@ def _tool_calls(run: dict[str, Any]) -> list[ToolCall]:
         for call in calls
         if call.get("type", "function") == "function"
     ]
+
+
+def tool_choice(choice: str) -> str | dict[str, Any]:
+    """A job's tool_choice as AssistantToolChoiceOption: a mode, or one named function."""
+    if choice in TOOL_CHOICE_MODES:
+        return choice
+    return {"type": "function", "function": {"name": choice}}
 
 
 def message_text(message: dict[str, Any]) -> str:
@@ -168,6 +177,8 @@ class AssistantsAdapter:
         tools = self.tool_specs(job)
         if tools:
             body["tools"] = tools
+        if request.tool_choice is not None:
+            body["tool_choice"] = tool_choice(request.tool_choice)
         response = self.api.call(
             "POST",
             f"threads/{job.thread_id}/runs",
@@ -189,7 +200,7 @@ class AssistantsAdapter:
         )
         run = response.json()
         snap = self._snapshot(run, poll_after(response))
-        if run.get("status") == "completed":
+        if run.get("status") in TEXT_STATUSES:
             with self.api.follow_up():
                 answer = self.answer(job.thread_id, run["id"])
             return replace(snap, answer=answer)

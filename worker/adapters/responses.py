@@ -24,7 +24,7 @@ import httpx
 from worker.adapters.base import Budget, HttpApi, RequestHook, ToolSpecs, poll_after
 from worker.errors import FinalApiError, RunGone
 from worker.machine import Snapshot
-from worker.models import ErrorInfo, JobRecord, ToolCall, Usage
+from worker.models import TOOL_CHOICE_MODES, ErrorInfo, JobRecord, ToolCall, Usage
 
 INLINE_MESSAGE = "inline"
 """Responses send the question with the response itself: no message to add first."""
@@ -63,6 +63,13 @@ def _function_calls(response: dict[str, Any]) -> list[ToolCall]:
         for item in response.get("output") or []
         if item.get("type") == "function_call"
     ]
+
+
+def tool_choice(choice: str) -> str | dict[str, Any]:
+    """A job's tool_choice as the Responses API spells it (a function's name is flat)."""
+    if choice in TOOL_CHOICE_MODES:
+        return choice
+    return {"type": "function", "name": choice}
 
 
 def output_text(response: dict[str, Any]) -> str:
@@ -197,6 +204,8 @@ class ResponsesAdapter:
         tools = self.tool_specs(job)
         if tools:
             body["tools"] = tools
+        if request.tool_choice is not None:
+            body["tool_choice"] = tool_choice(request.tool_choice)
         return body
 
     def create_run(self, job: JobRecord) -> Snapshot:
@@ -241,7 +250,7 @@ class ResponsesAdapter:
             run_id=str(response["id"]),
             thread_id=thread,
             tool_calls=calls,
-            answer=output_text(response) if status == "completed" else None,
+            answer=output_text(response) if status in ("completed", "incomplete") else None,
             usage=token_usage(response.get("usage")),
             error=_error(response),
             poll_after_s=hint,
