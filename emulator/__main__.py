@@ -11,18 +11,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from emulator.config import EmulatorConfig
+from emulator.config import EmulatorConfig, config_from_options, option_flags
 from emulator.server import run
-
-# Short spellings for the options people type most.
-ALIASES = {
-    "run_time_s": ["--run-time"],
-    "cancel_time_s": ["--cancel-time"],
-    "requires_action_timeout_s": ["--requires-action-timeout"],
-    "retry_after_s": ["--retry-after"],
-    "upstream_url": ["--upstream"],
-    "fault_paths": ["--fault-path"],
-}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--config-json", help="a whole EmulatorConfig as JSON; other options override it"
     )
     for name, info in EmulatorConfig.model_fields.items():
-        flags = [f"--{name.replace('_', '-')}", *ALIASES.get(name, [])]
+        flags = option_flags(name)
         if name == "fault_paths":
             parser.add_argument(*flags, dest=name, action="append", help="route pattern")
         else:
@@ -45,12 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
-    fields: dict[str, Any] = json.loads(args.config_json) if args.config_json else {}
-    for name in EmulatorConfig.model_fields:
-        value = getattr(args, name)
-        if value is not None:
-            fields[name] = None if value == "none" else value
-    return EmulatorConfig.model_validate(fields)
+    base: dict[str, Any] = json.loads(args.config_json) if args.config_json else {}
+    return config_from_options(vars(args), base)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

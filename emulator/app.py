@@ -10,9 +10,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from fnmatch import fnmatch
 from typing import Any
-from urllib.parse import parse_qs, parse_qsl
+from urllib.parse import parse_qs, parse_qsl, urlsplit, urlunsplit
 
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -20,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from emulator import assistants, responses
 from emulator.agents import AGENTS_ROUTES
 from emulator.assistants import BETA_ROUTES
 from emulator.chat import CHAT_ROUTES
@@ -87,6 +89,8 @@ class ApiLayer:
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 stats.status_codes[str(message["status"])] += 1
+                # what this request changed is saved before the client hears of it
+                await state.flush()
             await send(message)
 
         config = state.config
@@ -128,6 +132,7 @@ class ApiLayer:
                 return None
 
             await self.app(scope, receive, discard)
+            await state.flush()
             await _abort_connection(receive)
             return
         await self.app(scope, receive, counting_send)
@@ -207,6 +212,8 @@ def _public_config(config: EmulatorConfig) -> dict[str, Any]:
     for secret in ("upstream_api_key", "webhook_secret"):
         if data.get(secret):
             data[secret] = "***"  # secrets never leave the process
+    if data.get("state_redis_url"):
+        data["state_redis_url"] = redact_url(data["state_redis_url"])
     return data
 
 
@@ -220,6 +227,8 @@ async def control_stats(request: Request) -> Response:
 async def control_reset(request: Request) -> Response:
     state: EmulatorState = request.app.state.emulator
     state.reset()
+    if state.store is not None:
+        await state.store.clear()
     return json_response({"ok": True})
 
 
@@ -273,6 +282,32 @@ async def _crash(request: Request, exc: Exception) -> Response:
     )
 
 
+def redact_url(url: str) -> str:
+    """A URL with its password hidden (Redis URLs often hold one)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+async def open_saved_state(state: EmulatorState, url: str) -> None:
+    """Load what an earlier process saved and go on with it (see persist.py)."""
+    from emulator.persist import StateStore
+
+    store = StateStore(url, state.config.state_prefix, state.config.state_ttl_s)
+    try:
+        await store.load(state)
+    except (OSError, RedisError) as exc:
+        await store.aclose()
+        raise RuntimeError(
+            f"cannot load the bridge's state from {redact_url(url)} (state_redis_url): {exc}"
+        ) from None
+    state.store = store
+    assistants.resume(state)
+    responses.resume(state)
+
+
 def create_app(config: EmulatorConfig) -> Starlette:
     """A fresh emulator with its own in-memory state (two apps never share anything)."""
     state = EmulatorState(config)
@@ -286,6 +321,8 @@ def create_app(config: EmulatorConfig) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if config.state_redis_url:
+            await open_saved_state(state, config.state_redis_url)
         yield
         await state.aclose()
 

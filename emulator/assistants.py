@@ -7,6 +7,7 @@ thread is touched. Timestamps come from the schedule, not from the moment of the
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -174,6 +175,7 @@ class Run:
     completion_tokens: int = 0
     chat_messages: list[dict[str, Any]] = field(default_factory=list)
     upstream_round: int = 0
+    upstream: asyncio.Task[None] | None = None  # the chat engine's call, cancelled with the run
 
     def predicted_end(self) -> float:
         """When this run turns terminal if nothing else happens (for the active-run count)."""
@@ -305,6 +307,7 @@ def _finish(state: EmulatorState, run: Run, status: str, at: float) -> None:
             )
     if run.thread.active_run is run:
         run.thread.active_run = None
+    state.touch(run.thread)
 
 
 def advance(state: EmulatorState, run: Run, now: float) -> None:
@@ -324,6 +327,7 @@ def advance(state: EmulatorState, run: Run, now: float) -> None:
             run.completion_tokens += plan.completion_tokens
             if plan.tool_calls:
                 run.phase, run.status = "waiting", "requires_action"
+                state.touch(run.thread)
                 run.pending_calls = list(plan.tool_calls)
                 run.wait_until = at + run.ra_timeout
                 run.required_action = {
@@ -507,6 +511,7 @@ def _new_thread(state: EmulatorState, body: dict[str, Any], now: float) -> Threa
     for m in parsed:
         _append_parsed(thread, m, now)
     state.threads[thread.id] = thread
+    state.touch(thread)
     return thread
 
 
@@ -600,6 +605,7 @@ def _create_run(state: EmulatorState, thread: Thread, body: dict[str, Any], now:
     thread.runs.append(run)
     thread.active_run = run
     state.runs[run.id] = run
+    state.touch(thread)
     state.stats.runs_created += 1
     state.stats.run_created(run.id, run.metadata, run.predicted_end(), now)
     return run
@@ -626,8 +632,21 @@ def _ask_upstream(state: EmulatorState, run: Run) -> None:
         if plan.tool_calls:
             run.chat_messages.append(chat_engine.assistant_tool_call_message(plan.tool_calls))
         state.stats.tracker.move_end(run.id, run.predicted_end(), now)
+        state.touch(run.thread)
+        await state.flush()
 
-    state.spawn(call())
+    run.upstream = state.spawn(call())
+
+
+def resume(state: EmulatorState) -> None:
+    """After a restart: ask the upstream again for every run whose call the restart cut."""
+    if state.config.engine != "chat":
+        return
+    now = state.now()
+    for run in state.runs.values():
+        if run.phase == "work" and run.plan is None:
+            state.stats.run_created(run.id, None, math.inf, now)
+            _ask_upstream(state, run)
 
 
 def _run_response(state: EmulatorState, run: Run, request: Request | None = None) -> Response:
@@ -663,6 +682,7 @@ async def create_assistant(request: Request) -> Response:
         tool_resources=body.get("tool_resources") or {},
     )
     state.assistants[assistant.id] = assistant
+    state.touch(assistant)
     return json_response(assistant.to_dict())
 
 
@@ -704,6 +724,7 @@ async def modify_thread(request: Request) -> Response:
     reject_unknown(body, frozenset({"metadata", "tool_resources"}))
     if "metadata" in body:
         thread.metadata = check_metadata(body)
+    state.touch(thread)
     return json_response(thread.to_dict())
 
 
@@ -712,6 +733,7 @@ async def delete_thread(request: Request) -> Response:
     state = _state(request)
     thread = _get_thread(state, request.path_params["thread_id"])
     del state.threads[thread.id]
+    state.forget("thread", thread.id)
     return json_response({"id": thread.id, "object": "thread.deleted", "deleted": True})
 
 
@@ -725,6 +747,7 @@ async def create_message(request: Request) -> Response:
     _settle(state, thread, now)
     if thread.active_run is not None:
         raise _busy_messages(state, thread)
+    state.touch(thread)
     return json_response(_append_parsed(thread, parsed, now))
 
 
@@ -874,6 +897,7 @@ async def submit_tool_outputs(request: Request) -> Response:
         run.plan = truncate_plan(plan, run.options.get("max_completion_tokens"))
         run.work_end = math.inf if plan.outcome == "never" else now + run.run_time
     state.stats.tracker.move_end(run.id, run.predicted_end(), now)
+    state.touch(thread)
     return _run_response(state, run)
 
 
@@ -888,10 +912,13 @@ async def cancel_run(request: Request) -> Response:
     if run.phase in ("done", "cancelling"):
         raise ApiError(400, f"Cannot cancel run with status '{run.status}'.")
     run.phase, run.status = "cancelling", "cancelling"
+    if run.upstream is not None:
+        run.upstream.cancel()  # closes the upstream connection: the model stops generating
     run.required_action = None
     run.pending_calls = []
     run.cancel_end = now + state.config.cancel_time_s
     state.stats.tracker.move_end(run.id, run.cancel_end, now)
+    state.touch(thread)
     return _run_response(state, run)
 
 

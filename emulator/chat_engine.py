@@ -12,9 +12,12 @@ import json
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+import httpx
+
 from emulator.engine import Plan, ToolCall
 
 if TYPE_CHECKING:
+    from emulator.config import EmulatorConfig
     from emulator.state import EmulatorState
 
 
@@ -66,6 +69,44 @@ def tool_result_message(call_id: str, output: str) -> dict[str, Any]:
     return {"role": "tool", "tool_call_id": call_id, "content": output}
 
 
+def chat_tool_choice(choice: Any) -> Any:
+    """Either protocol's tool_choice in chat's shape: modes as they are, a named function
+    nested under `function` (Responses names it flat)."""
+    if isinstance(choice, str):
+        return choice if choice in ("auto", "none", "required") else None
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else choice.get("name")
+        if isinstance(name, str):
+            return {"type": "function", "function": {"name": name}}
+    return None
+
+
+def _request_body(
+    config: EmulatorConfig,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]],
+    options: dict[str, Any],
+    max_tokens: int | None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {**config.upstream_extra_body}
+    body.update(model=config.upstream_model or "default", messages=messages)
+    if tools:
+        body["tools"] = tools
+        tool_choice = chat_tool_choice(options.get("tool_choice"))
+        if tool_choice is not None:
+            body["tool_choice"] = tool_choice
+        if "parallel_tool_calls" in options:
+            body["parallel_tool_calls"] = options["parallel_tool_calls"]
+    for key in ("temperature", "top_p"):
+        if options.get(key) is not None:
+            body[key] = options[key]
+    cap = max_tokens if max_tokens is not None else config.upstream_max_tokens
+    if cap is not None:
+        body["max_tokens"] = cap
+    return body
+
+
 async def chat_plan(
     state: EmulatorState,
     messages: list[dict[str, Any]],
@@ -74,31 +115,43 @@ async def chat_plan(
     options: dict[str, Any],
     max_tokens: int | None,
 ) -> Plan:
-    """Ask the upstream model; any failure becomes a failed plan (the run fails, not the server)."""
+    """Ask the upstream model; any failure becomes a failed plan (the run fails, not the server).
+
+    Cancelling the task that awaits this closes the upstream connection, which is how
+    llama.cpp, vLLM and Ollama learn to stop generating; a call still waiting for an
+    upstream slot is dropped before it is sent.
+    """
     config = state.config
     if not config.upstream_url:
         return Plan(outcome="failed", error_message="The chat engine has no upstream_url.")
-    body: dict[str, Any] = {"model": config.upstream_model or "default", "messages": messages}
-    if tools:
-        body["tools"] = tools
-        tool_choice = options.get("tool_choice")
-        if tool_choice in ("auto", "none", "required"):
-            body["tool_choice"] = tool_choice
-        if "parallel_tool_calls" in options:
-            body["parallel_tool_calls"] = options["parallel_tool_calls"]
-    for key in ("temperature", "top_p"):
-        if options.get(key) is not None:
-            body[key] = options[key]
-    if max_tokens is not None:
-        body["max_tokens"] = max_tokens
     headers = {}
     if config.upstream_api_key:
         headers["Authorization"] = f"Bearer {config.upstream_api_key}"
     url = config.upstream_url.rstrip("/") + "/chat/completions"
-    try:
-        reply = await state.http().post(url, json=body, headers=headers)
-    except Exception as exc:  # the upstream is unreachable: the run fails, the server lives on
-        return Plan(outcome="failed", error_message=f"Upstream request failed: {exc!r}")
+    async with state.upstream_slot():
+        config = state.config  # the settings in force when the request is sent
+        body = _request_body(config, messages, tools, options, max_tokens)
+        try:
+            reply = await state.http().post(
+                url, json=body, headers=headers, timeout=config.upstream_timeout_s
+            )
+        except httpx.TimeoutException as exc:
+            return Plan(
+                outcome="failed",
+                error_code="upstream_timeout",
+                error_message=(
+                    f"Upstream {url} timed out ({type(exc).__name__}) after "
+                    f"upstream_timeout_s={config.upstream_timeout_s:g} s; raise it with "
+                    "askq emulator --upstream-timeout-s, or cap answers with "
+                    "--upstream-max-tokens."
+                ),
+            )
+        except Exception as exc:  # the upstream is unreachable: the run fails, the server lives on
+            return Plan(outcome="failed", error_message=f"Upstream request failed: {exc!r}")
+    return _plan_from_reply(reply)
+
+
+def _plan_from_reply(reply: httpx.Response) -> Plan:
     if reply.status_code == 429:
         return Plan(
             outcome="failed",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from collections.abc import Mapping
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class EmulatorConfig(BaseModel):
@@ -61,4 +63,57 @@ class EmulatorConfig(BaseModel):
     upstream_url: str | None = None
     upstream_api_key: str | None = None
     upstream_model: str | None = None
+    # Each bridge field below is read when a request goes upstream, so a PATCH applies to the
+    # next request. The whole upstream call (a long generation included) must end within this.
     upstream_timeout_s: float = Field(120.0, gt=0)
+    # Output cap for runs that set none (max_completion_tokens / max_output_tokens): a small
+    # model's runaway answer otherwise holds a server slot until the timeout.
+    upstream_max_tokens: int | None = Field(1024, ge=1)
+    # Most upstream requests at once (None: no limit); runs beyond it wait, still cancellable.
+    upstream_concurrency: int | None = Field(None, ge=1)
+    # Merged into every upstream request: template hints such as
+    # {"chat_template_kwargs": {"enable_thinking": false}} (llama.cpp, vLLM) or Ollama options.
+    upstream_extra_body: dict[str, Any] = Field(default_factory=dict)
+    # Keep threads, runs and responses in this Redis (under state_prefix) so a restarted
+    # bridge goes on with them; None keeps them in memory only.
+    state_redis_url: str | None = None
+    state_prefix: str = "askq-bridge:"
+    state_ttl_s: int = Field(604800, ge=1)
+
+    @field_validator("upstream_extra_body", mode="before")
+    @classmethod
+    def _json_object(cls, value: Any) -> Any:
+        """Command lines give JSON text."""
+        return json.loads(value) if isinstance(value, str) else value
+
+
+OPTION_ALIASES = {
+    "run_time_s": ["--run-time"],
+    "cancel_time_s": ["--cancel-time"],
+    "requires_action_timeout_s": ["--requires-action-timeout"],
+    "retry_after_s": ["--retry-after"],
+    "upstream_url": ["--upstream"],
+    "fault_paths": ["--fault-path"],
+}
+"""Short spellings, besides `--field-name`, for the options people type most."""
+
+
+def option_flags(name: str) -> list[str]:
+    """Every command-line spelling of one config field (both CLIs take every field)."""
+    return [f"--{name.replace('_', '-')}", *OPTION_ALIASES.get(name, [])]
+
+
+def config_from_options(
+    values: Mapping[str, Any], base: Mapping[str, Any] | None = None
+) -> EmulatorConfig:
+    """A config from command-line values (text; `none` for None) over `base`; unset is None."""
+    fields: dict[str, Any] = dict(base or {})
+    for name in EmulatorConfig.model_fields:
+        value = values.get(name)
+        if value is None or value == ():
+            continue
+        if isinstance(value, tuple | list):
+            fields[name] = list(value)
+        else:
+            fields[name] = None if value == "none" else value
+    return EmulatorConfig.model_validate(fields)

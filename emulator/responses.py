@@ -119,6 +119,7 @@ class ResponseRecord:
     completed_at: int | None = None
     chat_messages: list[dict[str, Any]] = field(default_factory=list)
     announced: bool = False
+    upstream: asyncio.Task[None] | None = None  # the chat engine's call, cancelled with it
 
     def predicted_end(self) -> float:
         return self.work_end if self.phase == "work" else self.ended_at
@@ -303,6 +304,7 @@ def _finish(state: EmulatorState, rec: ResponseRecord, at: float) -> None:
     if rec.status == "completed":
         rec.completed_at = int(at)
     _release(rec)
+    state.touch(rec, rec.conversation)
 
 
 def _release(rec: ResponseRecord) -> None:
@@ -555,22 +557,16 @@ async def create_response(request: Request) -> Response:
         conv.active = rec
     state.responses[rec.id] = rec
     state.stats.responses_created += 1
+    state.touch(rec, conv)
 
     max_tokens = options.get("max_output_tokens")
     if config.engine == "chat":
         rec.chat_messages = chat_engine.items_to_chat(rec.instructions, [*history, *items])
         state.stats.run_created(rec.id, rec.metadata, math.inf, now)
-        call = chat_engine.chat_plan(
-            state,
-            rec.chat_messages,
-            chat_engine.response_tools_to_chat(rec.tools),
-            options=options,
-            max_tokens=max_tokens,
-        )
         if background:
-            state.spawn(_upstream_done(state, rec, call))
+            rec.upstream = state.spawn(_upstream_done(state, rec))
             return json_response(rec.to_dict())
-        await _upstream_done(state, rec, call)
+        await _upstream_done(state, rec)
         return json_response(rec.to_dict())
 
     prompt = " ".join([rec.instructions or "", *(_item_text(it) for it in [*history, *items])])
@@ -592,8 +588,14 @@ async def create_response(request: Request) -> Response:
     return json_response(rec.to_dict())
 
 
-async def _upstream_done(state: EmulatorState, rec: ResponseRecord, call: Any) -> None:
-    plan: Plan = await call
+async def _upstream_done(state: EmulatorState, rec: ResponseRecord) -> None:
+    plan = await chat_engine.chat_plan(
+        state,
+        rec.chat_messages,
+        chat_engine.response_tools_to_chat(rec.tools),
+        options=rec.options,
+        max_tokens=rec.options.get("max_output_tokens"),
+    )
     if rec.phase != "work":
         return  # cancelled while the upstream was thinking
     now = state.now()
@@ -603,6 +605,20 @@ async def _upstream_done(state: EmulatorState, rec: ResponseRecord, call: Any) -
     advance(state, rec, rec.work_end)
     if (event := _announce(state, rec)) is not None:
         state.webhooks.now(event)
+    state.touch(rec)
+    if rec.background:
+        await state.flush()  # a foreground answer is flushed before it is sent
+
+
+def resume(state: EmulatorState) -> None:
+    """After a restart: ask the upstream again for every background response the restart cut."""
+    if state.config.engine != "chat":
+        return
+    now = state.now()
+    for rec in state.responses.values():
+        if rec.phase == "work" and rec.plan is None and rec.background:
+            state.stats.run_created(rec.id, None, math.inf, now)
+            rec.upstream = state.spawn(_upstream_done(state, rec))
 
 
 async def get_response(request: Request) -> Response:
@@ -626,7 +642,10 @@ async def cancel_response(request: Request) -> Response:
     advance(state, rec, now)
     if rec.phase == "work":
         rec.phase, rec.status, rec.ended_at = "done", "cancelled", now
+        if rec.upstream is not None:
+            rec.upstream.cancel()  # closes the upstream connection: the model stops generating
         _release(rec)
+        state.touch(rec, rec.conversation)
         state.stats.tracker.move_end(rec.id, now, now)
         if (event := _announce(state, rec)) is not None:
             state.webhooks.now(event)
@@ -637,6 +656,7 @@ async def delete_response(request: Request) -> Response:
     state = _state(request)
     rec = _get_response(state, request.path_params["response_id"])
     del state.responses[rec.id]
+    state.forget("response", rec.id)
     return json_response({"id": rec.id, "object": "response", "deleted": True})
 
 
@@ -658,6 +678,7 @@ async def create_conversation(request: Request) -> Response:
         items=_normalize_input(body.get("items") or []),
     )
     state.conversations[conv.id] = conv
+    state.touch(conv)
     return json_response(conv.to_dict())
 
 
@@ -685,6 +706,7 @@ async def add_conversation_items(request: Request) -> Response:
     _check_lock(state, conv, state.now())
     items = _normalize_input(body.get("items") or [])
     conv.items.extend(items)
+    state.touch(conv)
     return json_response(
         {
             "object": "list",

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from emulator.config import EmulatorConfig
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 
     from emulator.agent_sessions import Session
     from emulator.assistants import Assistant, Run, Thread
+    from emulator.persist import Saved, StateStore
     from emulator.responses import Conversation, ResponseRecord
 
 
@@ -34,6 +36,11 @@ class EmulatorState:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._http: httpx.AsyncClient | None = None
         self.webhooks = WebhookSender(self)
+        self._upstream_active = 0
+        self._slot_free: asyncio.Condition | None = None
+        self.store: StateStore | None = None
+        self._changed: dict[int, Saved] = {}
+        self._forgotten: list[tuple[str, str]] = []
         self.reset()
 
     def reset(self) -> None:
@@ -49,6 +56,8 @@ class EmulatorState:
         # Idempotency-Key -> (request fingerprint, status, body) of the first success
         self.idempotency: dict[str, tuple[str, int, bytes]] = {}
         self.stats = Stats()
+        self._changed = {}
+        self._forgotten = []
         self.rng = random.Random(self.config.seed)
         self.webhooks.reset()
         for task in self._tasks:
@@ -61,25 +70,74 @@ class EmulatorState:
         self.config = EmulatorConfig.model_validate(merged)
         if "seed" in fields:
             self.rng = random.Random(self.config.seed)
+        if "upstream_concurrency" in fields and self._slot_free is not None:
+            self.spawn(self._wake_waiters())  # a higher limit lets waiting runs go now
         return self.config
+
+    def touch(self, *records: Saved | None) -> None:
+        """Mark objects changed: with a state store they are saved before the next answer."""
+        if self.store is None:
+            return
+        for record in records:
+            if record is not None:
+                self._changed[id(record)] = record
+
+    def forget(self, kind: str, object_id: str) -> None:
+        if self.store is not None:
+            self._forgotten.append((kind, object_id))
+
+    async def flush(self) -> None:
+        """Save what changed since the last flush (nothing without a state store)."""
+        if self.store is None or not (self._changed or self._forgotten):
+            return
+        changed, self._changed = list(self._changed.values()), {}
+        forgotten, self._forgotten = self._forgotten, []
+        await self.store.save(changed, forgotten)
 
     @staticmethod
     def now() -> float:
         return time.time()
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Run background work (chat engine calls), keeping a reference so it is not collected."""
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run background work (chat engine calls), keeping a reference so it is not collected;
+        the task is returned so a cancel can stop it."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
+
+    @contextlib.asynccontextmanager
+    async def upstream_slot(self) -> AsyncIterator[None]:
+        """Hold one of `upstream_concurrency` slots (the limit in force now) while calling."""
+        if self._slot_free is None:
+            self._slot_free = asyncio.Condition()
+        gate = self._slot_free
+
+        def free() -> bool:
+            limit = self.config.upstream_concurrency
+            return limit is None or self._upstream_active < limit
+
+        async with gate:
+            await gate.wait_for(free)
+            self._upstream_active += 1
+        try:
+            yield
+        finally:
+            self._upstream_active -= 1
+            self.spawn(self._wake_waiters())
+
+    async def _wake_waiters(self) -> None:
+        if self._slot_free is not None:
+            async with self._slot_free:
+                self._slot_free.notify_all()
 
     def http(self) -> httpx.AsyncClient:
         """One pooled client for upstream chat calls, created inside the serving loop."""
         import httpx
 
         if self._http is None:
+            # the timeout is given per request (upstream_timeout_s in force then)
             self._http = httpx.AsyncClient(
-                timeout=self.config.upstream_timeout_s,
                 limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
             )
         return self._http
@@ -91,3 +149,5 @@ class EmulatorState:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
+        if self.store is not None:
+            await self.store.aclose()

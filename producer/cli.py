@@ -7,6 +7,7 @@ input (one line on stderr); 124 `wait` timed out.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import re
@@ -16,9 +17,13 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO, TypeVar
 
 import click
+import redis
+from pydantic import ValidationError
+from redis.exceptions import RedisError
 
+from emulator.config import EmulatorConfig, config_from_options, option_flags
 from producer.client import BatchStatus, Client, is_batch_id
-from producer.inputs import ParsedInput, parse_file, parse_text
+from producer.inputs import ParsedInput, describe_error, parse_file, parse_text
 from producer.progress import describe, watch_batch
 from worker.errors import AskqError, InputError, PartialSubmit, StoreError
 from worker.models import TOOL_CHOICE_PATTERN, JobRequest, JobResult
@@ -365,6 +370,26 @@ def metrics(host: str, port: int) -> None:
         pass
 
 
+SECRET_EMULATOR_FIELDS = frozenset({"upstream_api_key", "webhook_secret"})
+"""Taken from the environment only (ASKQ_EMULATOR_UPSTREAM_KEY, ASKQ_WEBHOOK_SECRET): a
+command line is visible to every user of the machine."""
+
+
+def _emulator_options(command: F) -> F:
+    """One option per emulator setting (`askq emulator --help` lists them all)."""
+    for name, info in reversed(EmulatorConfig.model_fields.items()):
+        if name in SECRET_EMULATOR_FIELDS:
+            continue
+        shown = info.default if info.default_factory is None else info.default_factory()  # type: ignore[call-arg]
+        command = click.option(
+            *option_flags(name),
+            name,
+            multiple=name == "fault_paths",
+            help=f"{name} (default {shown!r}; 'none' unsets)",
+        )(command)
+    return command
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=int, default=9809, show_default=True)
@@ -389,74 +414,38 @@ def webhooks(host: str, port: int) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8787, show_default=True)
-@click.option(
-    "--engine", type=click.Choice(["scripted", "chat"]), default="scripted", show_default=True
-)
-@click.option("--upstream", help="Chat-completions base URL for --engine chat.")
-@click.option("--upstream-model", help="Model name sent upstream.")
-@click.option("--run-time", type=float, default=None, help="Seconds a scripted run takes.")
-@click.option("--poll-after-ms", type=int, default=None, help="Send openai-poll-after-ms.")
-@click.option("--fail-429", type=float, default=0.0, help="Fraction of requests answered 429.")
-@click.option("--fail-500", type=float, default=0.0, help="Fraction answered 500.")
-@click.option("--seed", type=int, default=None, help="Seed for fault injection.")
-@click.option(
-    "--webhook-url",
-    help="POST signed webhooks here when responses and session turns end (signed with "
-    "ASKQ_WEBHOOK_SECRET).",
-)
-@click.option("--webhook-drop", type=float, default=0.0, help="Fraction of webhooks dropped.")
-@click.option("--webhook-duplicate", type=float, default=0.0, help="Fraction delivered twice.")
-@click.option("--webhook-delay", type=float, default=0.0, help="Fraction delivered 2 s late.")
-@click.option("--require-query", default="", help="Query every request must carry (Azure).")
-@click.option("--require-key-header", default="", help="Header that must carry the key (Azure).")
-def emulator(
-    host: str,
-    port: int,
-    engine: str,
-    upstream: str | None,
-    upstream_model: str | None,
-    run_time: float | None,
-    poll_after_ms: int | None,
-    fail_429: float,
-    fail_500: float,
-    seed: int | None,
-    webhook_url: str | None,
-    webhook_drop: float,
-    webhook_duplicate: float,
-    webhook_delay: float,
-    require_query: str,
-    require_key_header: str,
-) -> None:
-    """Serve the local API emulator (Assistants v2, Responses, Agents sessions)."""
+@_emulator_options
+def emulator(host: str, port: int, **options: Any) -> None:
+    """Serve the local Assistants v2 + Responses API emulator; with --engine chat, a bridge
+    to a self-hosted model's /chat/completions (--upstream URL).
+
+    The chat bridge keeps its threads and runs in askq's Redis (ASKQ_REDIS_URL, under
+    askq-bridge:) so a restart loses no job; --state-redis-url none keeps them in memory.
+    Every setting can be changed while it runs (PATCH /_emulator/config)."""
     import os
 
-    from emulator.config import EmulatorConfig
+    from emulator.app import redact_url
     from emulator.server import run
 
-    fields: dict[str, Any] = {
-        "engine": engine,
-        "upstream_url": upstream,
-        "upstream_model": upstream_model,
-        "upstream_api_key": os.environ.get("ASKQ_EMULATOR_UPSTREAM_KEY"),
-        "poll_after_ms": poll_after_ms,
-        "fail_429": fail_429,
-        "fail_500": fail_500,
-        "seed": seed,
-        "webhook_url": webhook_url,
-        "webhook_secret": os.environ.get("ASKQ_WEBHOOK_SECRET") if webhook_url else None,
-        "webhook_drop": webhook_drop,
-        "webhook_duplicate": webhook_duplicate,
-        "webhook_delay": webhook_delay,
-        "require_query": require_query,
-        "require_key_header": require_key_header,
-    }
-    if run_time is not None:
-        fields["run_time_s"] = run_time
-    if webhook_url and not fields["webhook_secret"]:
-        fail("--webhook-url needs ASKQ_WEBHOOK_SECRET (the whsec_... secret to sign with)")
+    base: dict[str, Any] = {"upstream_api_key": os.environ.get("ASKQ_EMULATOR_UPSTREAM_KEY")}
+    if options.get("webhook_url"):
+        base["webhook_secret"] = os.environ.get("ASKQ_WEBHOOK_SECRET")
+        if not base["webhook_secret"]:
+            fail("--webhook-url needs ASKQ_WEBHOOK_SECRET (the whsec_... secret to sign with)")
+    if options.get("engine") == "chat" and options.get("state_redis_url") is None:
+        base["state_redis_url"] = load_settings().redis_url
     try:
-        config = EmulatorConfig(**fields)
-    except ValueError as exc:
-        fail(f"bad emulator option: {exc}")
-    say(f"askq: emulator on http://{host}:{port}/v1 (engine {engine})")
-    run(config, host=host, port=port)
+        config = config_from_options(options, base)
+    except ValidationError as exc:
+        fail(f"bad emulator option: {describe_error(exc)}")
+    if config.state_redis_url:
+        try:
+            redis.Redis.from_url(config.state_redis_url, socket_timeout=5).ping()
+        except (RedisError, OSError) as exc:
+            fail(
+                f"cannot reach Redis at {redact_url(config.state_redis_url)} for the bridge's "
+                f"state ({exc}); start it, or pass --state-redis-url none"
+            )
+    say(f"askq: emulator on http://{host}:{port}/v1 (engine {config.engine})")
+    with contextlib.suppress(KeyboardInterrupt):
+        run(config, host=host, port=port)

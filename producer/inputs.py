@@ -196,7 +196,7 @@ class _Collector:
         try:
             request = JobRequest.model_validate(fields)
         except ValidationError as exc:
-            self.error(line, _describe(exc))
+            self.error(line, describe_error(exc))
             return False
         custom_id = request.custom_id
         if custom_id is not None:
@@ -232,7 +232,7 @@ class _Collector:
         return self.result
 
 
-def _describe(exc: ValidationError) -> str:
+def describe_error(exc: ValidationError) -> str:
     """The first pydantic error as one short line: `where: what`."""
     errors = exc.errors()
     first = errors[0]
