@@ -181,6 +181,11 @@ def _parse(source: str, fmt: str | None) -> ParsedInput:
     callback=_check_tool_choice,
     help=f"For lines that set none: {TOOL_CHOICE_HELP}",
 )
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="With --name of an earlier batch: run its failed or expired jobs of FILE again.",
+)
 @click.option("--wait", "wait_", is_flag=True, help="Show progress until every job is done.")
 @click.option("--timeout", type=float, default=None, help="Give up waiting after S seconds.")
 @guarded
@@ -189,6 +194,7 @@ def batch(
     name: str | None,
     fmt: str | None,
     tool_choice: str | None,
+    retry_failed: bool,
     wait_: bool,
     timeout: float | None,
 ) -> None:
@@ -196,6 +202,8 @@ def batch(
 
     Bad lines are reported with their numbers on stderr; the good ones still run. Prints the
     batch id (exit 2 only when no line was accepted)."""
+    if retry_failed and name is None:
+        fail("--retry-failed needs --name: it retries the failed jobs of that named batch")
     parsed = _parse(file, fmt)
     for warning in parsed.warnings:
         say(f"askq: warning: {warning}")
@@ -211,7 +219,7 @@ def batch(
         ]
     api = client()
     try:
-        submitted = api.submit(requests, name=name)
+        submitted = api.submit(requests, name=name, retry_failed=retry_failed)
     except PartialSubmit as exc:
         click.echo(exc.batch_id)  # what was accepted will run: the id must not be lost
         again = f"askq batch {file} --name {name}" if name else "the same command with --name"
@@ -219,7 +227,8 @@ def batch(
     batch_id = submitted.batch_id
     rejected = f", {len(parsed.errors)} bad lines skipped" if parsed.errors else ""
     again = f", {submitted.skipped} already in batch {name!r} skipped" if submitted.skipped else ""
-    say(f"askq: submitted {submitted.accepted} jobs{again}{rejected}")
+    retried = f", {submitted.retried} failed jobs retried" if submitted.retried else ""
+    say(f"askq: submitted {submitted.accepted} jobs{retried}{again}{rejected}")
     click.echo(batch_id)
     if wait_:
         try:

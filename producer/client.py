@@ -75,6 +75,7 @@ class SubmittedBatch:
     batch_id: str
     accepted: int
     skipped: int
+    retried: int = 0
 
 
 @dataclass(frozen=True)
@@ -124,15 +125,24 @@ class Client:
         return self.submit(items, name=name).batch_id
 
     def submit(
-        self, items: Iterable[JobRequest | str | dict[str, Any]], name: str | None = None
+        self,
+        items: Iterable[JobRequest | str | dict[str, Any]],
+        name: str | None = None,
+        *,
+        retry_failed: bool = False,
     ) -> SubmittedBatch:
-        """`submit_batch`, also telling how many items were skipped as already submitted."""
+        """`submit_batch`, also telling how many items were skipped as already submitted.
+        With `retry_failed`, items already in the batch whose job failed or expired run
+        again (same job id)."""
         requests = [self._check(_as_request(item)) for item in items]
         if not requests:
             raise InputError("the batch is empty")
         submitted = self.store.submit(requests, batch=True, name=name)
         assert submitted.batch_id is not None
-        return SubmittedBatch(submitted.batch_id, len(submitted.job_ids), submitted.skipped)
+        retried = self.store.retry_failed(submitted.batch_id, requests) if retry_failed else 0
+        return SubmittedBatch(
+            submitted.batch_id, len(submitted.job_ids), submitted.skipped - retried, retried
+        )
 
     def status(self, identifier: str) -> JobResult | BatchStatus:
         """A job's result record, or a batch's counts. Raises `NotFound`."""

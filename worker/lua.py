@@ -34,6 +34,28 @@ if runnable then redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1]) end
 return 1
 """
 
+RETRY = """
+-- Run a failed job of a batch again under the same id (`askq batch --retry-failed`): a fresh
+-- record, pending, due now (or queued behind its thread), no longer expiring.
+-- KEYS: job, due, deadlines, counts, batch_counts, thread_queue, wake
+-- ARGV: expected_version, record, old_status, now, deadline, job_id, has_thread
+local v = redis.call('HGET', KEYS[1], 'version')
+if v ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'version', tonumber(v) + 1, 'status', 'pending', 'record', ARGV[2],
+           'next', 'askq.start')
+redis.call('PERSIST', KEYS[1])
+redis.call('HINCRBY', KEYS[4], ARGV[3], -1)
+redis.call('HINCRBY', KEYS[4], 'pending', 1)
+redis.call('HINCRBY', KEYS[5], ARGV[3], -1)
+redis.call('HINCRBY', KEYS[5], 'pending', 1)
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[6])
+if ARGV[7] == '1' and redis.call('RPUSH', KEYS[6], ARGV[6]) > 1 then return 1 end
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[6])
+redis.call('RPUSH', KEYS[7], '1')
+redis.call('LTRIM', KEYS[7], 0, 63)
+return 1
+"""
+
 TRANSITION = """
 -- Compare-and-set of a job record on its version, with every index kept in step.
 -- KEYS: job, due, deadlines, inflight, waiting, counts, batch_counts, thread_queue, wake,

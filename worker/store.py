@@ -7,6 +7,7 @@ indexes it affects, so a duplicate or late task can never corrupt a job.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 import uuid
@@ -26,6 +27,8 @@ from worker.settings import Settings
 from worker.states import JobStatus
 
 SUBMIT_CHUNK = 500
+RETRIED_STATUSES = frozenset({JobStatus.FAILED, JobStatus.EXPIRED})
+"""What `--retry-failed` runs again: not cancelled (asked for) nor incomplete (would repeat)."""
 T = TypeVar("T")
 
 
@@ -98,6 +101,7 @@ class JobStore:
         self._reclaim = client.register_script(lua.RECLAIM_SLOTS)
         self._gcra = client.register_script(lua.GCRA)
         self._take_cancel = client.register_script(lua.TAKE_CANCEL)
+        self._retry = client.register_script(lua.RETRY)
         self._take_ticket = client.register_script(lua.TAKE_TICKET)
 
     # -- submitting -----------------------------------------------------------------------
@@ -179,6 +183,43 @@ class JobStore:
                 else:
                     skipped += 1
         return Submitted(batch_id=batch_id, job_ids=job_ids, skipped=skipped)
+
+    def retry_failed(self, batch_id: str, requests: Sequence[JobRequest]) -> int:
+        """Run again, under their own job ids, the items of `requests` whose job in the batch
+        ended failed or expired (its run, answer and error forgotten). Returns how many."""
+        k = self.keys
+        items = item_keys(requests)
+        found = self._call(lambda: self.redis.hmget(k.batch_items(batch_id), items))
+        retried = 0
+        now = time.time()
+        for job_id in dict.fromkeys(text(j) for j in found if j is not None):
+            loaded = self.find(job_id)
+            if loaded is None or loaded.record.status not in RETRIED_STATUSES:
+                continue
+            old = loaded.record
+            fresh = self.new_record(old.request, batch_id=batch_id, seq=old.seq, now=now)
+            fresh = fresh.model_copy(update={"job_id": job_id})
+            thread = old.request.thread_id
+            keys = [
+                k.job(job_id),
+                k.due,
+                k.deadlines,
+                k.counts,
+                k.batch_counts(batch_id),
+                k.thread_queue(thread) if thread else k.job(job_id),
+                k.wake,
+            ]
+            args: list[str | int] = [
+                loaded.version,
+                fresh.to_json(),
+                old.status.value,
+                repr(now),
+                repr(fresh.deadline_at.timestamp()),
+                job_id,
+                "1" if thread else "0",
+            ]
+            retried += self._call(functools.partial(self._retry, keys=keys, args=args))
+        return retried
 
     def _batch_for(self, name: str | None, size: int, ttl: int) -> str:
         k = self.keys
