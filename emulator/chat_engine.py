@@ -82,6 +82,16 @@ def chat_tool_choice(choice: Any) -> Any:
     return None
 
 
+def _answers_tools(messages: list[dict[str, Any]]) -> bool:
+    """True when tool results came after the last user message (a follow-up round)."""
+    for message in reversed(messages):
+        if message.get("role") == "tool":
+            return True
+        if message.get("role") == "user":
+            return False
+    return False
+
+
 def _request_body(
     config: EmulatorConfig,
     messages: list[dict[str, Any]],
@@ -94,6 +104,10 @@ def _request_body(
     if tools:
         body["tools"] = tools
         tool_choice = chat_tool_choice(options.get("tool_choice"))
+        if tool_choice not in (None, "none") and _answers_tools(messages):
+            # a forced call (required, or one named) was made: the model may answer now,
+            # else it would be forced to call again and again
+            tool_choice = "auto"
         if tool_choice is not None:
             body["tool_choice"] = tool_choice
         if "parallel_tool_calls" in options:

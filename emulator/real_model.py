@@ -248,8 +248,14 @@ def start_server(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m emulator.real_model", description=__doc__)
-    parser.add_argument("action", choices=("build", "paths", "command"))
+    parser.add_argument(
+        "action",
+        choices=("build", "paths", "serve"),
+        help="build: fill the cache; paths: print where the server and model are (exit 1 "
+        "when not cached); serve: build if needed, then run llama-server in the foreground",
+    )
     parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--slots", type=int, default=4, help="requests served in parallel")
     args = parser.parse_args(argv)
     if args.action == "paths":
         print(server_path())
@@ -260,8 +266,10 @@ def main(argv: list[str] | None = None) -> int:
     except RealModelUnavailable as failure:
         print(f"real-model: unavailable: {failure}", file=sys.stderr)
         return 3
-    if args.action == "command":
-        print(" ".join(server_command(args.port)))
+    if args.action == "serve":
+        command = server_command(args.port, args.slots)
+        print(f"real-model: {' '.join(command)}", file=sys.stderr)
+        os.execv(command[0], command)
     return 0
 
 

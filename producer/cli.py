@@ -353,13 +353,19 @@ def results(batch_id: str, fmt: str, output: str | None) -> None:
     help="Ask these instead of the sample batch.",
 )
 @click.option("--concurrency", type=int, default=8, help="Worker threads (default 8).")
+@click.option(
+    "--model",
+    "real_model",
+    is_flag=True,
+    help="Answer with a real model (SmolLM2 on llama-server, once scripts/real-model built it).",
+)
 @guarded
-def demo(questions: str | None, concurrency: int) -> None:
+def demo(questions: str | None, concurrency: int, real_model: bool) -> None:
     """Run everything on this machine (emulator, a worker, Redis if needed) and answer a
     sample batch."""
     from producer.demo import run_demo
 
-    sys.exit(run_demo(questions, concurrency))
+    sys.exit(run_demo(questions, concurrency, real_model))
 
 
 @main.command()

@@ -20,8 +20,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from emulator import real_model as real_model_cache
 from emulator.config import EmulatorConfig
-from emulator.server import serve_in_subprocess
+from emulator.server import free_port, serve_in_subprocess
 from producer.client import Client
 from producer.inputs import parse_file
 from producer.local_redis import LocalRedis, reachable
@@ -32,6 +33,8 @@ from worker.states import JobStatus
 
 DEMO_ASSISTANT = "asst_askq_demo"
 DEMO_RUN_TIME_S = 1.5
+DEMO_MODEL_MAX_TOKENS = 128
+"""SmolLM2-135M writes ~100 tokens/s on 2 cores: short answers keep the demo under a minute."""
 WORKER_STOP_TIMEOUT_S = 30
 
 
@@ -60,7 +63,40 @@ def stop_worker(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-def run_demo(questions: str | None, concurrency: int) -> int:
+def start_api(stack: ExitStack, console: Console, real_model: bool) -> str:
+    """The API the demo's worker talks to: the scripted emulator, or with `real_model` the
+    chat bridge in front of llama-server running SmolLM2 from the real-model cache."""
+    if not real_model:
+        emulator = serve_in_subprocess(EmulatorConfig(run_time_s=DEMO_RUN_TIME_S))
+        stack.callback(emulator.stop)
+        console.print(f"[dim]Emulator: {emulator.url} (scripted engine)[/]")
+        return emulator.url
+    if not real_model_cache.is_cached():
+        raise InputError(
+            "askq demo --model needs llama-server and SmolLM2 built once (~5 min on 2 cores): "
+            "run scripts/real-model build (or python -m emulator.real_model build)"
+        )
+    log = Path(tempfile.gettempdir()) / "askq-demo-llama-server.log"
+    try:
+        model = real_model_cache.start_server(free_port(), log)
+    except real_model_cache.RealModelUnavailable as exc:
+        raise InputError(f"askq demo --model: {exc}") from None
+    stack.callback(model.stop)
+    console.print(f"[dim]Model: llama-server {model.url} ({real_model_cache.GGUF_NAME})[/]")
+    bridge = serve_in_subprocess(
+        EmulatorConfig(
+            engine="chat",
+            upstream_url=model.url,
+            upstream_model=real_model_cache.MODEL_ALIAS,
+            upstream_max_tokens=DEMO_MODEL_MAX_TOKENS,
+        )
+    )
+    stack.callback(bridge.stop)
+    console.print(f"[dim]Bridge: {bridge.url} (chat engine in front of the model)[/]")
+    return bridge.url
+
+
+def run_demo(questions: str | None, concurrency: int, real_model: bool = False) -> int:
     console = Console(stderr=True)
     settings = load_settings()
     path = Path(questions) if questions else sample_questions()
@@ -79,13 +115,11 @@ def run_demo(questions: str | None, concurrency: int) -> int:
                 f"[dim]Redis: none at ASKQ_REDIS_URL; started a private one "
                 f"({server.binary}, port {server.port})[/]"
             )
-        emulator = serve_in_subprocess(EmulatorConfig(run_time_s=DEMO_RUN_TIME_S))
-        stack.callback(emulator.stop)
-        console.print(f"[dim]Emulator: {emulator.url} (scripted engine)[/]")
+        api_url = start_api(stack, console, real_model)
         env = {
             **os.environ,
             "ASKQ_REDIS_URL": redis_url,
-            "ASKQ_API_BASE": emulator.url,
+            "ASKQ_API_BASE": api_url,
             "ASKQ_API_STYLE": "assistants",
             "ASKQ_ASSISTANT_ID": DEMO_ASSISTANT,
             "ASKQ_API_KEY": "",
@@ -100,7 +134,7 @@ def run_demo(questions: str | None, concurrency: int) -> int:
         demo_settings = settings.model_copy(
             update={
                 "redis_url": redis_url,
-                "api_base": emulator.url,
+                "api_base": api_url,
                 "assistant_id": DEMO_ASSISTANT,
             }
         )

@@ -15,6 +15,7 @@ import uvicorn
 from emu_helpers import BETA
 
 from emulator import EmulatorConfig, EmulatorControl, serve_in_subprocess, serve_in_thread
+from emulator.server import free_port
 from tests.conftest import wait_until
 
 Scope = dict[str, Any]
@@ -222,13 +223,6 @@ def test_tool_choice_reaches_the_upstream_in_chat_shape(
     assert [b["tool_choice"] for b in model.bodies] == [want, want]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def test_a_restarted_bridge_goes_on_with_its_threads_runs_and_responses(redis_url: str) -> None:
     with serve_in_thread(EmulatorConfig()) as model:  # scripted chat: [run_time=S] is slow
         config = bridge(model.url, state_redis_url=redis_url, state_prefix="t-bridge:")
@@ -273,3 +267,34 @@ def test_without_a_state_store_a_restart_forgets(redis_url: str) -> None:
         with serve_in_subprocess(config, port=port):
             assert api.get(run_url(run)).status_code == 404
         api.close()
+
+
+def test_a_forced_tool_choice_is_auto_once_the_tool_answered(
+    upstream: tuple[RecordingUpstream, str],
+) -> None:
+    model, url = upstream
+    model.hold = False
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
+    with serve_in_thread(bridge(url)) as front, httpx.Client(base_url=front.url) as api:
+        api.headers.update(BETA)
+        api.post(
+            "/responses",
+            json={
+                "model": "m",
+                "input": [
+                    {"role": "user", "content": "weather?"},
+                    {
+                        "type": "function_call",
+                        "call_id": "c1",
+                        "name": "get_weather",
+                        "arguments": "{}",
+                    },
+                    {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
+                ],
+                "tools": [{"type": "function", "name": "get_weather", "parameters": {}}],
+                "tool_choice": "required",
+            },
+        )
+        start_run(api, tools=[tool], tool_choice="required")
+        wait_until(lambda: len(model.bodies) == 2, what="two upstream requests")
+    assert [b["tool_choice"] for b in model.bodies] == ["auto", "required"]

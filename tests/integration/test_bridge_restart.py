@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 
 from emulator import EmulatorConfig, RunningEmulator, serve_in_subprocess
+from emulator.server import free_port
 from tests.conftest import Askq, wait_until
 from worker.states import JobStatus
 
 JOBS = 8
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def test_bridge_restart_mid_batch_loses_no_job(

@@ -102,3 +102,32 @@ def test_batch_api_line_with_a_mode() -> None:
         {"model": "m", "messages": [{"role": "user", "content": "q"}], "tool_choice": "none"}
     )
     assert only_request(parse_text(json.dumps(line), "jsonl")).tool_choice == "none"
+
+
+@pytest.mark.parametrize("choice", ["required", "lookup"])
+def test_a_forced_choice_becomes_auto_once_the_tools_answered(choice: str) -> None:
+    bodies: list[dict[str, Any]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        return httpx.Response(200, json={"id": "resp_2", "status": "queued"})
+
+    client = httpx.Client(base_url="http://api.test/v1/", transport=httpx.MockTransport(answer))
+    adapter = ResponsesAdapter(client, model="m", tool_specs=lambda _: [])
+    job = record(tool_choice=choice).model_copy(update={"run_id": "resp_1"})
+    adapter.submit_tool_outputs(job, [("call_1", "sunny")])
+    assert bodies[0]["tool_choice"] == "auto"
+
+
+def test_none_stays_none_on_the_follow_up() -> None:
+    bodies: list[dict[str, Any]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        return httpx.Response(200, json={"id": "resp_2", "status": "queued"})
+
+    client = httpx.Client(base_url="http://api.test/v1/", transport=httpx.MockTransport(answer))
+    adapter = ResponsesAdapter(client, model="m", tool_specs=lambda _: [])
+    job = record(tool_choice="none").model_copy(update={"run_id": "resp_1"})
+    adapter.submit_tool_outputs(job, [("call_1", "sunny")])
+    assert bodies[0]["tool_choice"] == "none"

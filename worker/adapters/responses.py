@@ -228,6 +228,9 @@ class ResponsesAdapter:
             for call_id, output in outputs
         ]
         body = self._body(job, items)
+        if body.get("tool_choice") not in (None, "none"):
+            # the forced call was made; forcing again would loop (Assistants keeps one run)
+            body["tool_choice"] = "auto"
         if job.thread_id is None:
             body["previous_response_id"] = job.run_id
         response = self.api.call("POST", "responses", route="POST /responses", json=body)
