@@ -7,11 +7,14 @@ end to end without a real model, and gives askq a trivially cheap chat endpoint.
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from emulator.engine import (
@@ -32,8 +35,6 @@ async def chat_completions(request: Request) -> Response:
         raise ApiError(400, "Missing required parameter: 'model'.", param="model")
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "Missing required parameter: 'messages'.", param="messages")
-    if body.get("stream"):
-        raise ApiError(400, "The askq emulator does not stream; omit 'stream'.", param="stream")
     last_user = max(
         (i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"),
         default=-1,
@@ -85,24 +86,57 @@ async def chat_completions(request: Request) -> Response:
     else:
         finish = "length" if plan.outcome == "incomplete" else "stop"
         message["content"] = "\n\n".join(plan.answers)
-    return json_response(
-        {
-            "id": new_id("chatcmpl-"),
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [
-                {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
-            ],
-            "usage": {
-                "prompt_tokens": plan.prompt_tokens,
-                "completion_tokens": plan.completion_tokens,
-                "total_tokens": plan.prompt_tokens + plan.completion_tokens,
-            },
-            "system_fingerprint": None,
-            "service_tier": "default",
-        }
-    )
+    completion = {
+        "id": new_id("chatcmpl-"),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+        "usage": {
+            "prompt_tokens": plan.prompt_tokens,
+            "completion_tokens": plan.completion_tokens,
+            "total_tokens": plan.prompt_tokens + plan.completion_tokens,
+        },
+        "system_fingerprint": None,
+        "service_tier": "default",
+    }
+    if body.get("stream"):
+        with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        return StreamingResponse(_events(completion, with_usage), media_type="text/event-stream")
+    return json_response(completion)
+
+
+async def _events(completion: dict[str, Any], with_usage: bool) -> AsyncIterator[str]:
+    """The completion as OpenAI streams it: a role chunk, content word by word, each tool
+    call with its arguments in two fragments, the finish reason, then usage if asked for."""
+    choice = completion["choices"][0]
+    message = choice["message"]
+    head = {k: completion[k] for k in ("id", "created", "model", "system_fingerprint")}
+    head["object"] = "chat.completion.chunk"
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+        choices = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+        return f"data: {json.dumps({**head, 'choices': choices})}\n\n"
+
+    yield chunk({"role": "assistant", "content": ""})
+    for word in re.findall(r"\S+\s*|\s+", message.get("content") or ""):
+        yield chunk({"content": word})
+    for index, call in enumerate(message.get("tool_calls") or []):
+        arguments = call["function"]["arguments"]
+        half = len(arguments) // 2
+        first = {"name": call["function"]["name"], "arguments": arguments[:half]}
+        yield chunk(
+            {
+                "tool_calls": [
+                    {"index": index, "id": call["id"], "type": "function", "function": first}
+                ]
+            }
+        )
+        yield chunk({"tool_calls": [{"index": index, "function": {"arguments": arguments[half:]}}]})
+    yield chunk({}, choice["finish_reason"])
+    if with_usage:
+        yield f"data: {json.dumps({**head, 'choices': [], 'usage': completion['usage']})}\n\n"
+    yield "data: [DONE]\n\n"
 
 
 CHAT_ROUTES = [Route("/v1/chat/completions", chat_completions, methods=["POST"])]

@@ -8,13 +8,17 @@ become chat tools, and `tool_calls` in the answer become a required action or
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from emulator.chat_stream import StreamError, read_completion
 from emulator.engine import Plan, ToolCall
+
+NOT_A_COMPLETION = "Upstream answer was not a chat completion."
 
 if TYPE_CHECKING:
     from emulator.config import EmulatorConfig
@@ -145,11 +149,12 @@ async def chat_plan(
     async with state.upstream_slot():
         config = state.config  # the settings in force when the request is sent
         body = _request_body(config, messages, tools, options, max_tokens)
+        body.update(stream=True, stream_options={"include_usage": True})
         try:
-            reply = await state.http().post(
-                url, json=body, headers=headers, timeout=config.upstream_timeout_s
-            )
-        except httpx.TimeoutException as exc:
+            # the whole call, a long generation included, within upstream_timeout_s
+            async with asyncio.timeout(config.upstream_timeout_s):
+                return await _ask(state.http(), url, body, headers, config.upstream_timeout_s)
+        except (TimeoutError, httpx.TimeoutException) as exc:
             return Plan(
                 outcome="failed",
                 error_code="upstream_timeout",
@@ -160,29 +165,51 @@ async def chat_plan(
                     "--upstream-max-tokens."
                 ),
             )
+        except StreamError as exc:
+            return Plan(outcome="failed", error_message=str(exc))
         except Exception as exc:  # the upstream is unreachable: the run fails, the server lives on
             return Plan(outcome="failed", error_message=f"Upstream request failed: {exc!r}")
-    return _plan_from_reply(reply)
 
 
-def _plan_from_reply(reply: httpx.Response) -> Plan:
+async def _ask(
+    http: httpx.AsyncClient,
+    url: str,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    timeout_s: float,
+) -> Plan:
+    async with http.stream("POST", url, json=body, headers=headers, timeout=timeout_s) as reply:
+        if reply.status_code >= 400:
+            await reply.aread()
+            return _plan_from_error(reply)
+        try:
+            data = await read_completion(reply)
+        except (ValueError, KeyError, TypeError):
+            return Plan(
+                outcome="failed", error_message="Upstream answer was not a chat completion."
+            )
+    return _plan_from_completion(data)
+
+
+def _plan_from_error(reply: httpx.Response) -> Plan:
     if reply.status_code == 429:
         return Plan(
             outcome="failed",
             error_code="rate_limit_exceeded",
             error_message=f"Upstream rate limited: {reply.text[:500]}",
         )
-    if reply.status_code >= 400:
-        return Plan(
-            outcome="failed",
-            error_message=f"Upstream answered {reply.status_code}: {reply.text[:500]}",
-        )
+    return Plan(
+        outcome="failed",
+        error_message=f"Upstream answered {reply.status_code}: {reply.text[:500]}",
+    )
+
+
+def _plan_from_completion(data: dict[str, Any]) -> Plan:
     try:
-        data = reply.json()
         choice = data["choices"][0]
         message = choice["message"]
-    except (ValueError, KeyError, IndexError, TypeError):
-        return Plan(outcome="failed", error_message="Upstream answer was not a chat completion.")
+    except (KeyError, IndexError, TypeError):
+        return Plan(outcome="failed", error_message=NOT_A_COMPLETION)
     usage = data.get("usage") or {}
     plan = Plan(
         prompt_tokens=int(usage.get("prompt_tokens") or 0),

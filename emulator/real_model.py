@@ -214,7 +214,9 @@ def server_command(
         "-np",
         str(slots),
         "-t",
-        os.environ.get("ASKQ_REAL_MODEL_THREADS", "2"),
+        # one thread: with two, llama.cpp's spinning thread barrier collapsed to 1.6 tokens/s
+        # whenever other processes wanted the cores (39 tokens/s with one, same machine)
+        os.environ.get("ASKQ_REAL_MODEL_THREADS", "1"),
         "--metrics",
         "--slots",
     ]

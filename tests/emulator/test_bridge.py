@@ -13,6 +13,7 @@ import httpx
 import pytest
 import uvicorn
 from emu_helpers import BETA
+from openai import OpenAI
 
 from emulator import EmulatorConfig, EmulatorControl, serve_in_subprocess, serve_in_thread
 from emulator.server import free_port
@@ -298,3 +299,37 @@ def test_a_forced_tool_choice_is_auto_once_the_tool_answered(
         start_run(api, tools=[tool], tool_choice="required")
         wait_until(lambda: len(model.bodies) == 2, what="two upstream requests")
     assert [b["tool_choice"] for b in model.bodies] == ["auto", "required"]
+
+
+def test_the_scripted_chat_route_streams_as_openai_does() -> None:
+    """The bridge streams every upstream call; the scripted engine's stream is what the
+    chained-emulator tests read back, so it is checked against the SDK's own reader."""
+    with serve_in_thread(EmulatorConfig()) as model:
+        sdk = OpenAI(base_url=model.url, api_key="any")
+        chunks = list(
+            sdk.chat.completions.create(
+                model="m",
+                messages=[{"role": "user", "content": '[tool:get_weather {"city": "Oslo"}]'}],
+                tools=[{"type": "function", "function": {"name": "get_weather", "parameters": {}}}],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+        text = "".join(
+            c.choices[0].delta.content or ""
+            for c in sdk.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "say hi"}], stream=True
+            )
+            if c.choices
+        )
+    fragments = [
+        call.function.arguments or ""
+        for c in chunks
+        if c.choices
+        for call in c.choices[0].delta.tool_calls or []
+        if call.function
+    ]
+    assert json.loads("".join(fragments)) == {"city": "Oslo"}
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
+    assert text == 'The askq emulator received: "say hi"'

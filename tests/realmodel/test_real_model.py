@@ -8,7 +8,7 @@ import time
 
 from emulator.client import EmulatorControl
 from emulator.real_model import LlamaServer
-from tests.conftest import Askq, wait_until
+from tests.conftest import ROOT, Askq, wait_until
 from tests.realmodel.conftest import SLOTS, Bridge, busy_slots, llama_metrics
 from worker.models import JobRequest, JobResult
 from worker.states import JobStatus
@@ -31,7 +31,10 @@ def test_answers_are_the_models_own_text(deployment: Askq) -> None:
 
 
 def test_tool_round_trip(deployment: Askq) -> None:
-    request = JobRequest(question="What is the weather in Oslo today?", tool_choice="get_weather")
+    # the docs' example: one worked call in the messages, and the tool named
+    line = (ROOT / "examples" / "weather.jsonl").read_text().splitlines()[0]
+    request = JobRequest.model_validate(json.loads(line))
+    assert request.tool_choice == "get_weather" and request.messages
     result = finished(deployment, deployment.client.ask(request))
     assert result.status is JobStatus.COMPLETED, result.error
     (call,) = result.tool_calls[:1]
@@ -74,11 +77,8 @@ def test_cancel_idles_the_server_queued_requests_included(
     )
     cancelled_at = time.monotonic()
     deployment.client.cancel(batch_id)
-    wait_until(
-        lambda: busy_slots(llama) == 0 and llama_metrics(llama).get("requests_deferred") == 0,
-        timeout=15,
-        what="llama-server to go idle",
-    )
+    # /slots is live; the metrics' deferred gauge is only refreshed when a task is handled
+    wait_until(lambda: busy_slots(llama) == 0, timeout=15, what="llama-server to go idle")
     idle_after = time.monotonic() - cancelled_at
     # and it stays idle: no queued request starts once its run was cancelled
     watch_until = time.monotonic() + 3
