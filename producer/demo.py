@@ -151,7 +151,11 @@ def run_demo(questions: str | None, concurrency: int, real_model: bool = False) 
         for index, (item, result) in enumerate(
             zip(parsed.items, client.results(batch_id), strict=True), start=1
         ):
-            answer = result.answer or (result.error.message if result.error else "")
+            answer = result.answer or (
+                f"{result.partial_answer.strip()} […]"  # cut at its token limit
+                if result.partial_answer
+                else (result.error.message if result.error else "")
+            )
             style = "green" if result.status is JobStatus.COMPLETED else "red"
             table.add_row(
                 str(index),
