@@ -250,6 +250,11 @@ A test of protocol behaviour pinned with it says in its docstring why the other 
 not apply."""
 
 
+BRIDGED_STYLES = pytest.mark.parametrize("style", ["assistants", "responses"], indirect=True)
+"""For tests through the chat bridge (`engine="chat"`): it serves these two protocols; the
+emulator answers Agents sessions with its scripted engine only."""
+
+
 @pytest.fixture(params=STYLES)
 def style(request: pytest.FixtureRequest) -> str:
     """Every test that deploys askq runs once per protocol (pin one with

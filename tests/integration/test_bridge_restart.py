@@ -6,10 +6,11 @@ from collections.abc import Callable
 
 from emulator import EmulatorConfig, RunningEmulator, serve_in_subprocess
 from emulator.server import free_port
-from tests.conftest import Askq, wait_until
+from tests.conftest import BRIDGED_STYLES, Askq, wait_until
 from worker.states import JobStatus
 
 JOBS = 8
+pytestmark = BRIDGED_STYLES
 
 
 def test_bridge_restart_mid_batch_loses_no_job(

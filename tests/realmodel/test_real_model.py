@@ -8,11 +8,12 @@ import time
 
 from emulator.client import EmulatorControl
 from emulator.real_model import LlamaServer
-from tests.conftest import ROOT, Askq, wait_until
+from tests.conftest import BRIDGED_STYLES, ROOT, Askq, wait_until
 from tests.realmodel.conftest import SLOTS, Bridge, busy_slots, llama_metrics
 from worker.models import JobRequest, JobResult
 from worker.states import JobStatus
 
+pytestmark = BRIDGED_STYLES
 LONG_TASK = "Write a very long story about a dragon who learns to bake bread."
 
 

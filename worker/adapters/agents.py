@@ -221,6 +221,8 @@ class AgentsAdapter:
             message = str(raw.get("message") or "the turn failed")
             if code == "max_output_tokens":  # the turn ended early: askq's `incomplete`
                 status, code = "incomplete", "incomplete"
+                with self.api.follow_up():  # what it wrote is kept as the partial answer
+                    answer = self.answer(session_id, str(turn["id"]))
             error = ErrorInfo(code=code, message=message)
         return Snapshot(
             status=status,
