@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +18,7 @@ from emu_helpers import BETA
 from openai import OpenAI
 
 from emulator import EmulatorConfig, EmulatorControl, serve_in_subprocess, serve_in_thread
-from emulator.server import free_port
+from emulator.server import LISTENING, free_port
 from tests.conftest import wait_until
 
 Scope = dict[str, Any]
@@ -333,3 +335,41 @@ def test_the_scripted_chat_route_streams_as_openai_does() -> None:
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
     assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
     assert text == 'The askq emulator received: "say hi"'
+
+
+def test_askq_emulator_takes_every_bridge_setting_as_an_option(redis_url: str) -> None:
+    """Issue 14's report: `askq emulator --upstream-timeout-s 600` was "No such option"."""
+    options = {
+        "--upstream-timeout-s": "600",
+        "--upstream-max-tokens": "77",
+        "--upstream-concurrency": "3",
+        "--upstream-extra-body": '{"chat_template_kwargs": {"enable_thinking": false}}',
+        "--state-redis-url": redis_url,
+        "--state-prefix": "t-cli:",
+    }
+    args = [arg for pair in options.items() for arg in pair]
+    command = [sys.executable, "-m", "producer", "emulator", "--engine", "chat", "--port", "0"]
+    command += ["--upstream", "http://127.0.0.1:9/v1", *args]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith(LISTENING), line
+        config = wait_until(
+            lambda: _config(line[len(LISTENING) :].strip()), what="the emulator to answer"
+        )
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert config["upstream_timeout_s"] == 600
+    assert config["upstream_max_tokens"] == 77 and config["upstream_concurrency"] == 3
+    assert config["upstream_extra_body"] == {"chat_template_kwargs": {"enable_thinking": False}}
+    assert config["state_prefix"] == "t-cli:" and config["state_redis_url"]
+
+
+def _config(base: str) -> dict[str, Any] | None:
+    try:
+        with EmulatorControl(base) as control:
+            return control.config()
+    except httpx.TransportError:
+        return None
