@@ -30,6 +30,7 @@ from emulator.engine import (
 from emulator.state import EmulatorState, queued_for
 from emulator.wire import (
     ApiError,
+    check_content_length,
     check_metadata,
     check_type,
     json_response,
@@ -444,6 +445,7 @@ def _parse_message(raw: Any, where: str) -> dict[str, Any]:
     content = raw.get("content")
     if content is None:
         raise _missing("content")
+    check_content_length(content)
     blocks: list[dict[str, Any]]
     if isinstance(content, str):
         blocks = _text_content(content)

@@ -152,6 +152,12 @@ _UNARY_OPS: dict[type[ast.unaryop], Callable[[float], float]] = {
 }
 
 
+MAX_EXPRESSION_CHARS = 2_000
+"""Longer expressions are not computed (the answer echoes the question instead): Python's
+parser and this evaluator recurse once per operator, and near 1,000 levels raise
+RecursionError; the bound also keeps a huge question from costing seconds of CPU."""
+
+
 class _NotArithmetic(Exception):
     """The text is not an expression this evaluator will compute."""
 
@@ -200,17 +206,18 @@ def solve_arithmetic(text: str) -> str | None:
     best: str | None = None
     for m in _ARITH_SPAN.finditer(text):
         candidate = m.group(0).strip()
-        if not any(c.isdigit() for c in candidate):
+        if len(candidate) > MAX_EXPRESSION_CHARS or not any(c.isdigit() for c in candidate):
             continue
         try:
             tree = ast.parse(candidate, mode="eval")
-        except SyntaxError:
+        except (SyntaxError, RecursionError, MemoryError):
             continue
         if not _has_binop(tree):
             continue
         try:
             value = _format_number(_eval_node(tree))
-        except (_NotArithmetic, TypeError, ValueError):
+        except (_NotArithmetic, TypeError, ValueError, RecursionError, MemoryError):
+            # ValueError: an int too long to print (sys.get_int_max_str_digits)
             continue
         answer = f"{' '.join(candidate.split())} = {value}"
         if best is None or len(answer) > len(best):

@@ -236,6 +236,23 @@ def list_page(
     }
 
 
+MAX_MESSAGE_CHARS = 256_000
+"""The Assistants API's limit on one message's text."""
+
+
+def check_content_length(content: Any) -> None:
+    """Refuse a message longer than the API takes, with the API's own 400."""
+    length = len(content_text(content))
+    if length > MAX_MESSAGE_CHARS:
+        raise ApiError(
+            400,
+            f"Invalid 'content': string too long. Expected a string with maximum length "
+            f"{MAX_MESSAGE_CHARS}, but got a string with length {length} instead.",
+            param="content",
+            code="string_above_max_length",
+        )
+
+
 def content_text(content: Any) -> str:
     """The text of a chat or Responses `content`: a string, or the text of its parts."""
     if isinstance(content, str):

@@ -1,5 +1,50 @@
-"""askq producer side: `from producer import Client`."""
+"""askq's Python API: everything a user of it handles, importable from here.
 
-from producer.client import BatchStatus, CancelOutcome, Client
+`from producer import Client, JobRequest, JobResult, NotFound` — the client, the records it
+takes and returns, and the errors it raises. Other modules are internal.
+"""
 
-__all__ = ["BatchStatus", "CancelOutcome", "Client"]
+from producer.client import BatchStatus, CancelOutcome, Client, SubmittedBatch
+from worker.errors import (
+    AskqError,
+    ConfigError,
+    InputError,
+    NotFound,
+    PartialSubmit,
+    RecordError,
+    StoreError,
+)
+from worker.models import (
+    BatchRecord,
+    ErrorInfo,
+    JobRequest,
+    JobResult,
+    Message,
+    ToolCallRecord,
+    Usage,
+)
+from worker.settings import Settings
+from worker.states import JobStatus
+
+__all__ = [
+    "AskqError",
+    "BatchRecord",
+    "BatchStatus",
+    "CancelOutcome",
+    "Client",
+    "ConfigError",
+    "ErrorInfo",
+    "InputError",
+    "JobRequest",
+    "JobResult",
+    "JobStatus",
+    "Message",
+    "NotFound",
+    "PartialSubmit",
+    "RecordError",
+    "Settings",
+    "StoreError",
+    "SubmittedBatch",
+    "ToolCallRecord",
+    "Usage",
+]

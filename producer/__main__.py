@@ -1,3 +1,3 @@
 from producer.cli import main
 
-main()
+main(prog_name="askq")

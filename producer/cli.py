@@ -12,7 +12,7 @@ import csv
 import json
 import re
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO, TypeVar
 
@@ -22,8 +22,9 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from emulator.config import EmulatorConfig, config_from_options, option_flags
+from producer.cli_help import example, top_level_epilog
 from producer.client import BatchStatus, Client, is_batch_id
-from producer.inputs import ParsedInput, describe_error, parse_file, parse_text
+from producer.inputs import LineError, ParsedInput, describe_error, parse_file, parse_text
 from producer.progress import describe, watch_batch
 from worker.errors import AskqError, InputError, PartialSubmit, StoreError
 from worker.models import TOOL_CHOICE_PATTERN, JobRequest, JobResult
@@ -39,6 +40,8 @@ CSV_COLUMNS = (
 
 F = TypeVar("F", bound=Callable[..., Any])
 TOOL_CHOICE_HELP = "auto, none, required, or the name of the one tool the run must call."
+TIMEOUT = click.FloatRange(min=0, min_open=True)
+"""Seconds to wait: more than zero (leave the option out to wait without limit)."""
 
 
 def say(message: str) -> None:
@@ -54,6 +57,11 @@ def _check_tool_choice(ctx: click.Context, param: click.Parameter, value: str | 
     if value is not None and not re.fullmatch(TOOL_CHOICE_PATTERN, value):
         fail(f"bad --tool-choice {value!r}: give auto, none, required or a tool's name")
     return value
+
+
+def counted(number: int, noun: str) -> str:
+    """`1 job`, `2 jobs`: every count askq prints goes through here."""
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
 
 
 def client() -> Client:
@@ -77,10 +85,47 @@ def guarded(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class AskqGroup(click.Group):
+    """Usage errors in askq's own style: `askq: error: ...` on one line, exit 2 (click would
+    print a usage block and `Error: ...`)."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.ClickException as exc:
+            fail(_usage_line(exc))
+        except click.Abort:
+            say("askq: interrupted")
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+def _usage_line(exc: click.ClickException) -> str:
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    context = exc.ctx if isinstance(exc, click.UsageError) else None
+    return f"{message} (see: {context.command_path} --help)" if context else message
+
+
+@click.group(
+    cls=AskqGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=top_level_epilog(),
+)
 @click.version_option(package_name="askq")
 def main() -> None:
-    """askq: run questions against assistant APIs at scale, on Celery workers."""
+    """askq: run questions against assistant APIs at scale, on Celery workers.
+
+    Submit with ask or batch, then follow with status, wait and results. Ids and records
+    go to stdout, everything for people to stderr."""
 
 
 def _outcome_code(status: JobResult | BatchStatus) -> int:
@@ -93,7 +138,25 @@ def _print_json(data: Any) -> None:
     click.echo(json.dumps(data, ensure_ascii=False))
 
 
-@main.command()
+def _tool_names(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise click.BadParameter("name at least one tool (NAME,NAME...)")
+    return names
+
+
+TOOLS_HELP = "Offer the run only these of the workers' tools (comma-separated names)."
+
+
+@main.command(
+    short_help="Ask one question: prints its job id, or the answer with --wait.",
+    epilog=example(
+        'askq ask "What is 17 * 23?" --wait',
+        'echo "What time is it in UTC?" | askq ask - --tools utc_now --wait',
+    ),
+)
 @click.argument("question")
 @click.option(
     "--thread",
@@ -105,9 +168,10 @@ def _print_json(data: Any) -> None:
 @click.option("--agent", "agent_id", help="Agent id (default ASKQ_AGENT_ID, agents style).")
 @click.option("--model", help="Model (default ASKQ_MODEL for the responses style).")
 @click.option("--instructions", help="Extra instructions for this run.")
+@click.option("--tools", callback=_tool_names, help=TOOLS_HELP)
 @click.option("--tool-choice", callback=_check_tool_choice, help=TOOL_CHOICE_HELP)
 @click.option("--wait", "wait_", is_flag=True, help="Wait and print the answer.")
-@click.option("--timeout", type=float, default=None, help="Give up waiting after S seconds.")
+@click.option("--timeout", type=TIMEOUT, default=None, help="Give up waiting after S seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result record as JSON.")
 @guarded
 def ask(
@@ -117,12 +181,16 @@ def ask(
     agent_id: str | None,
     model: str | None,
     instructions: str | None,
+    tools: list[str] | None,
     tool_choice: str | None,
     wait_: bool,
     timeout: float | None,
     as_json: bool,
 ) -> None:
-    """Ask one QUESTION; prints the job id (or, with --wait, the answer)."""
+    """Ask one QUESTION ('-' reads it from standard input); prints the job id, or with --wait
+    the answer."""
+    if question == "-":
+        question = _read_stdin().removesuffix("\n").removesuffix("\r")
     try:
         request = JobRequest(
             question=question,
@@ -131,10 +199,11 @@ def ask(
             agent_id=agent_id,
             model=model,
             instructions=instructions,
+            tools=tools,
             tool_choice=tool_choice,
         )
-    except ValueError as exc:
-        fail(f"bad question: {exc}")
+    except ValidationError as exc:
+        fail(f"bad question: {describe_error(exc)}")
     api = client()
     job_id = api.ask(request)
     if not wait_:
@@ -159,23 +228,54 @@ def ask(
     sys.exit(_outcome_code(result))
 
 
+def _read_stdin() -> str:
+    try:
+        return sys.stdin.buffer.read().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"standard input is not UTF-8 text ({exc.reason})") from None
+
+
 def _parse(source: str, fmt: str | None) -> ParsedInput:
     if source == "-":
-        try:
-            text = sys.stdin.buffer.read().decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise InputError(f"standard input is not UTF-8 text ({exc.reason})") from None
-        return parse_text(text, fmt or "jsonl")
+        return parse_text(_read_stdin(), fmt or "jsonl")
     return parse_file(Path(source), fmt)
 
 
-@main.command()
+def _no_usable_line(source: str, fmt: str | None, parsed: ParsedInput) -> str:
+    where = "standard input" if source == "-" else source
+    not_json = all(error.message.startswith("not valid JSON") for error in parsed.errors)
+    if source == "-" and fmt is None and parsed.errors and not_json:
+        return f"no usable line in {where}: it is not JSON Lines (plain text? --format txt)"
+    return f"no usable line in {where}"
+
+
+def _refuse_too_long(api: Client, parsed: ParsedInput) -> None:
+    """Move the items over ASKQ_MAX_QUESTION_CHARS to the file's bad lines."""
+    kept = []
+    for item in parsed.items:
+        problem = api.too_long(item.request)
+        if problem is None:
+            kept.append(item)
+        else:
+            parsed.errors.append(LineError(item.line, problem))
+    parsed.items = kept
+    parsed.errors.sort(key=lambda error: error.line)
+
+
+@main.command(
+    short_help="Submit a file of questions as one batch: prints the batch id.",
+    epilog=example(
+        "askq batch questions.jsonl --name nightly --wait",
+        "printf 'What is 2 + 2?\\nHello\\n' | askq batch - --format txt",
+    ),
+)
 @click.argument("file", metavar="FILE")
-@click.option("--name", help="Name the batch (shown in status).")
+@click.option("--name", help="Name the batch: the name then works wherever its id does.")
 @click.option(
     "--format", "fmt", type=click.Choice(["jsonl", "csv", "txt"]),
     help="Input format (default: from the file extension; jsonl for '-').",
 )  # fmt: skip
+@click.option("--tools", callback=_tool_names, help=f"{TOOLS_HELP} For lines without 'tools'.")
 @click.option(
     "--tool-choice",
     callback=_check_tool_choice,
@@ -187,37 +287,44 @@ def _parse(source: str, fmt: str | None) -> ParsedInput:
     help="With --name of an earlier batch: run its failed or expired jobs of FILE again.",
 )
 @click.option("--wait", "wait_", is_flag=True, help="Show progress until every job is done.")
-@click.option("--timeout", type=float, default=None, help="Give up waiting after S seconds.")
+@click.option("--timeout", type=TIMEOUT, default=None, help="Give up waiting after S seconds.")
 @guarded
 def batch(
     file: str,
     name: str | None,
     fmt: str | None,
+    tools: list[str] | None,
     tool_choice: str | None,
     retry_failed: bool,
     wait_: bool,
     timeout: float | None,
 ) -> None:
-    """Submit every question of FILE (.jsonl, .csv, .txt, or '-' for stdin) as one batch.
+    """Submit every question of FILE as one batch: .jsonl (or .json: JSON Lines or one
+    array), .csv (a 'question' column), .txt (one question a line), or '-' for stdin.
 
     Bad lines are reported with their numbers on stderr; the good ones still run. Prints the
     batch id (exit 2 only when no line was accepted)."""
     if retry_failed and name is None:
         fail("--retry-failed needs --name: it retries the failed jobs of that named batch")
     parsed = _parse(file, fmt)
+    if tools is not None:
+        for item in parsed.items:
+            if item.request.tools is None:
+                item.request.tools = tools
+    api = client()
+    _refuse_too_long(api, parsed)
     for warning in parsed.warnings:
         say(f"askq: warning: {warning}")
     for error in parsed.errors:
         say(f"askq: {file}: line {error.line}: {error.message}")
     if not parsed.items:
-        fail(f"no usable line in {file}")
+        fail(_no_usable_line(file, fmt, parsed))
     requests = [item.request for item in parsed.items]
     if tool_choice is not None:
         requests = [
             r if r.tool_choice else r.model_copy(update={"tool_choice": tool_choice})
             for r in requests
         ]
-    api = client()
     try:
         submitted = api.submit(requests, name=name, retry_failed=retry_failed)
     except PartialSubmit as exc:
@@ -225,10 +332,10 @@ def batch(
         again = f"askq batch {file} --name {name}" if name else "the same command with --name"
         fail(f"{exc} (re-run {again} to add the rest; or askq cancel {exc.batch_id})")
     batch_id = submitted.batch_id
-    rejected = f", {len(parsed.errors)} bad lines skipped" if parsed.errors else ""
-    again = f", {submitted.skipped} already in batch {name!r} skipped" if submitted.skipped else ""
-    retried = f", {submitted.retried} failed jobs retried" if submitted.retried else ""
-    say(f"askq: submitted {submitted.accepted} jobs{retried}{again}{rejected}")
+    rejected = f", {counted(len(parsed.errors), 'bad line')} skipped" if parsed.errors else ""
+    again = f", {submitted.skipped:,} already in batch {name!r} skipped" if submitted.skipped else ""
+    retried = f", {counted(submitted.retried, 'failed job')} retried" if submitted.retried else ""
+    say(f"askq: submitted {counted(submitted.accepted, 'job')}{retried}{again}{rejected}")
     click.echo(batch_id)
     if wait_:
         try:
@@ -238,12 +345,16 @@ def batch(
         sys.exit(_outcome_code(status))
 
 
-@main.command()
+@main.command(
+    short_help="Show a job's result or a batch's counts by status.",
+    epilog=example("askq status nightly --json"),
+)
 @click.argument("identifier", metavar="ID")
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
 @guarded
 def status(identifier: str, as_json: bool) -> None:
-    """Show a job (its result record) or a batch (counts by status)."""
+    """Show a job (its result record) or a batch (counts by status). ID is a job id, a batch
+    id or a batch's --name."""
     current = client().status(identifier)
     if isinstance(current, BatchStatus):
         if as_json:
@@ -263,13 +374,43 @@ def status(identifier: str, as_json: bool) -> None:
         click.echo(f"error: {current.error.code}: {current.error.message}")
 
 
-@main.command()
+@main.command(
+    short_help="List recent batches: id, name, size, counts by status, created.",
+    epilog=example("askq batches", "askq batches --json --limit 100"),
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a batch, a line each.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@guarded
+def batches(as_json: bool, limit: int) -> None:
+    """List the most recent batches, newest first (those still in Redis)."""
+    found = client().batches(limit)
+    if as_json:
+        for current in found:
+            _print_json(current.to_json_dict())
+        return
+    if not found:
+        say("askq: no batches")
+        return
+    for current in found:
+        created = current.batch.created_at.strftime("%Y-%m-%d %H:%M:%S")
+        name = current.batch.name or "-"
+        counts = ", ".join(f"{n} {status.value}" for status, n in sorted(current.counts.items()))
+        click.echo(f"{current.batch.batch_id}  {name}  {counted(current.size, 'job')}  "
+                   f"{counts or 'no jobs'}  created {created} UTC")  # fmt: skip
+
+
+@main.command(
+    short_help="Wait until a job or batch is finished: exit 0 if all completed.",
+    epilog=example("askq wait nightly --timeout 600"),
+)
 @click.argument("identifier", metavar="ID")
-@click.option("--timeout", type=float, default=None, help="Give up after S seconds (exit 124).")
+@click.option("--timeout", type=TIMEOUT, default=None, help="Give up after S seconds (exit 124).")
 @guarded
 def wait(identifier: str, timeout: float | None) -> None:
-    """Wait until a job or batch is finished; exit 0 if all completed, 1 if not."""
+    """Wait until a job or batch (id or --name) is finished; exit 0 if all completed, 1 if
+    not, 124 on --timeout."""
     api = client()
+    identifier = api.resolve(identifier)
     try:
         if is_batch_id(identifier):
             result: JobResult | BatchStatus = watch_batch(api, identifier, timeout)
@@ -282,17 +423,22 @@ def wait(identifier: str, timeout: float | None) -> None:
     sys.exit(_outcome_code(result))
 
 
-@main.command()
+@main.command(
+    short_help="Cancel a job, or every unfinished job of a batch.",
+    epilog=example("askq cancel nightly"),
+)
 @click.argument("identifier", metavar="ID")
 @guarded
 def cancel(identifier: str) -> None:
-    """Cancel a job, or every unfinished job of a batch."""
+    """Cancel a job, or every unfinished job of a batch (id or --name)."""
     outcome = client().cancel(identifier)
     if outcome.requested == 0:
         say(f"askq: {identifier}: already finished; nothing to cancel")
     else:
-        done = f" ({outcome.already_finished} already finished)" if outcome.already_finished else ""
-        say(f"askq: cancel requested for {outcome.requested} job(s){done}")
+        done = (
+            f" ({outcome.already_finished:,} already finished)" if outcome.already_finished else ""
+        )
+        say(f"askq: cancel requested for {counted(outcome.requested, 'job')}{done}")
 
 
 def _csv_row(result: JobResult) -> list[Any]:
@@ -327,13 +473,16 @@ def write_results(results: Iterable[JobResult], fmt: str, out: TextIO) -> int:
     return count
 
 
-@main.command()
+@main.command(
+    short_help="Print a batch's result records, in input order.",
+    epilog=example("askq results nightly --format csv -o answers.csv"),
+)
 @click.argument("batch_id", metavar="BATCH")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to FILE.")
 @guarded
 def results(batch_id: str, fmt: str, output: str | None) -> None:
-    """Print a batch's result records, in input order."""
+    """Print a batch's result records (BATCH: its id or --name), in input order."""
     records = client().results(batch_id)
     if output:
         try:
@@ -341,12 +490,15 @@ def results(batch_id: str, fmt: str, output: str | None) -> None:
                 count = write_results(records, fmt, out)
         except OSError as exc:
             fail(f"cannot write {output}: {exc.strerror or exc}")
-        say(f"askq: wrote {count} records to {output}")
+        say(f"askq: wrote {counted(count, 'record')} to {output}")
     else:
         write_results(records, fmt, sys.stdout)
 
 
-@main.command()
+@main.command(
+    short_help="Run everything on this machine and answer a sample batch.",
+    epilog=example("askq demo", "askq demo --questions my-questions.txt"),
+)
 @click.option(
     "--questions",
     type=click.Path(exists=True, dir_okay=False),
@@ -361,14 +513,17 @@ def results(batch_id: str, fmt: str, output: str | None) -> None:
 )
 @guarded
 def demo(questions: str | None, concurrency: int, real_model: bool) -> None:
-    """Run everything on this machine (emulator, a worker, Redis if needed) and answer a
-    sample batch."""
+    """Run everything on this machine (the emulator, a worker, a Redis if none answers at
+    ASKQ_REDIS_URL) and answer a sample batch; stops all it started."""
     from producer.demo import run_demo
 
     sys.exit(run_demo(questions, concurrency, real_model))
 
 
-@main.command()
+@main.command(
+    short_help="Serve Prometheus metrics read from Redis.",
+    epilog=example("askq metrics --port 9808"),
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=int, default=9808, show_default=True)
 @guarded
@@ -405,7 +560,10 @@ def _emulator_options(command: F) -> F:
     return command
 
 
-@main.command()
+@main.command(
+    short_help="Receive provider webhooks: a verified event polls its job now.",
+    epilog=example("ASKQ_WEBHOOK_SECRET=whsec_... askq webhooks --port 9809"),
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=int, default=9809, show_default=True)
 @guarded
@@ -426,7 +584,10 @@ def webhooks(host: str, port: int) -> None:
         pass
 
 
-@main.command()
+@main.command(
+    short_help="Serve the local Assistants v2 + Responses API emulator.",
+    epilog=example("askq emulator --port 8787 > emulator.log 2>&1 &"),
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8787, show_default=True)
 @_emulator_options

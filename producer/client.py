@@ -10,18 +10,23 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 from celery import Celery
 
-from worker.celery_app import create_app
-from worker.errors import InputError, StoreError
+from worker.celery_app import create_publisher
+from worker.errors import InputError, NotFound, StoreError
 from worker.models import BatchRecord, JobRequest, JobResult
 from worker.settings import Settings, get_settings
 from worker.states import TERMINAL, JobStatus
 from worker.store import JobStore, connect
 
 WAIT_INTERVAL_S = 0.2
+
+
+ID_PREFIXES = ("job_", "batch_")
+"""How job and batch ids start (worker/store.py makes them); a batch name may not."""
 
 
 def is_batch_id(identifier: str) -> bool:
@@ -67,6 +72,7 @@ class BatchStatus:
             "counts": {status.value: n for status, n in sorted(self.counts.items())},
             "finished": self.finished,
             "done": self.done,
+            "created_at": self.batch.created_at.isoformat(),
         }
 
 
@@ -85,14 +91,31 @@ class CancelOutcome:
 
 
 class Client:
-    """`Client(settings=None)`: settings default to the environment (`ASKQ_*`, `.env`)."""
+    """`Client(settings=None)`: settings default to the environment (`ASKQ_*`, `.env`).
+
+    `with Client() as client: ...` closes its Redis and broker connections on exit. Using it
+    changes nothing else in the caller's process (no logging level, registry or signal)."""
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
         self.store = JobStore(connect(self.settings), self.settings)
         self._celery: Celery | None = None
 
+    def too_long(self, request: JobRequest) -> str | None:
+        """Why `request` is refused for its size (ASKQ_MAX_QUESTION_CHARS), or None."""
+        limit = self.settings.max_question_chars
+        longest = max(len(message.content) for message in request.conversation())
+        if longest <= limit:
+            return None
+        return (
+            f"the question is {longest:,} characters long; the limit is {limit:,} "
+            "(ASKQ_MAX_QUESTION_CHARS)"
+        )
+
     def _check(self, request: JobRequest) -> JobRequest:
+        problem = self.too_long(request)
+        if problem is not None:
+            raise InputError(problem)
         if (
             self.settings.api_style == "assistants"
             and not request.assistant_id
@@ -134,6 +157,8 @@ class Client:
         """`submit_batch`, also telling how many items were skipped as already submitted.
         With `retry_failed`, items already in the batch whose job failed or expired run
         again (same job id)."""
+        if name is not None and name.startswith(ID_PREFIXES):
+            raise InputError(f"a batch name may not start with {' or '.join(ID_PREFIXES)}")
         requests = [self._check(_as_request(item)) for item in items]
         if not requests:
             raise InputError("the batch is empty")
@@ -144,13 +169,30 @@ class Client:
             submitted.batch_id, len(submitted.job_ids), submitted.skipped - retried, retried
         )
 
+    def resolve(self, identifier: str) -> str:
+        """The id a job id, batch id or batch name stands for. Raises `NotFound`."""
+        if identifier.startswith(ID_PREFIXES):
+            return identifier
+        batch_id = self.store.batch_id_for_name(identifier)
+        if batch_id is None:
+            raise NotFound(f"no job, batch or batch name {identifier!r} (or it expired)")
+        return batch_id
+
     def status(self, identifier: str) -> JobResult | BatchStatus:
-        """A job's result record, or a batch's counts. Raises `NotFound`."""
+        """A job's result record, or a batch's counts (by id or name). Raises `NotFound`."""
+        identifier = self.resolve(identifier)
         if is_batch_id(identifier):
-            batch = self.store.batch(identifier)
-            batch = batch.model_copy(update={"size": self.store.batch_size(identifier)})
-            return BatchStatus(batch, self.store.batch_counts(identifier))
+            return self._batch_status(self.store.batch(identifier))
         return self.store.load(identifier).record.result()
+
+    def batches(self, limit: int = 20) -> list[BatchStatus]:
+        """The newest batches first, with their counts."""
+        return [self._batch_status(batch) for batch in self.store.recent_batches(limit)]
+
+    def _batch_status(self, batch: BatchRecord) -> BatchStatus:
+        batch_id = batch.batch_id
+        batch = batch.model_copy(update={"size": self.store.batch_size(batch_id)})
+        return BatchStatus(batch, self.store.batch_counts(batch_id))
 
     def finished(self, identifier: str) -> bool:
         status = self.status(identifier)
@@ -160,6 +202,7 @@ class Client:
 
     def wait(self, identifier: str, timeout: float | None = None) -> JobResult | BatchStatus:
         """Block until the job or batch is terminal; raises `TimeoutError` after `timeout`."""
+        identifier = self.resolve(identifier)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             status = self.status(identifier)
@@ -172,6 +215,7 @@ class Client:
 
     def cancel(self, identifier: str) -> CancelOutcome:
         """Ask for a cancel; a job already finished keeps its status. Raises `NotFound`."""
+        identifier = self.resolve(identifier)
         if is_batch_id(identifier):
             self.store.batch(identifier)
             job_ids = self.store.batch_job_ids(identifier)
@@ -203,6 +247,7 @@ class Client:
     def results(self, batch_id: str) -> Iterator[JobResult]:
         """The batch's result records in input order. Raises `NotFound` at once (not on the
         first record), so nothing is written for an unknown id."""
+        batch_id = self.resolve(batch_id)
         if not is_batch_id(batch_id):
             raise InputError(f"{batch_id!r} is not a batch id (they start with 'batch_')")
         self.store.batch(batch_id)
@@ -210,11 +255,28 @@ class Client:
 
     def _app(self) -> Celery:
         if self._celery is None:
-            self._celery = create_app(self.settings)
+            self._celery = create_publisher(self.settings)
         return self._celery
 
     def close(self) -> None:
+        """Close the Redis connections and, if `cancel` opened them, the broker's."""
         self.store.redis.close()
+        if self._celery is not None:
+            # Celery's own close() forgets its connection pool without closing it
+            self._celery.pool.force_close_all()
+            self._celery.close()
+            self._celery = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 def _as_request(item: JobRequest | str | dict[str, Any]) -> JobRequest:

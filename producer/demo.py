@@ -42,6 +42,13 @@ def sample_questions() -> Path:
     return Path(str(resources.files("producer") / "data" / "sample_questions.txt"))
 
 
+def new_log_file(process: str) -> Path:
+    """A log file of this run's own, kept afterwards: two demos never write into one file."""
+    handle, name = tempfile.mkstemp(prefix=f"askq-demo-{process}-", suffix=".log")
+    os.close(handle)
+    return Path(name)
+
+
 def start_worker(env: dict[str, str], concurrency: int, log: Path) -> subprocess.Popen[bytes]:
     args = [
         sys.executable, "-m", "celery", "-A", "worker", "worker",
@@ -76,7 +83,7 @@ def start_api(stack: ExitStack, console: Console, real_model: bool) -> str:
             "askq demo --model needs llama-server and SmolLM2 built once (~5 min on 2 cores): "
             "run scripts/real-model build (or python -m emulator.real_model build)"
         )
-    log = Path(tempfile.gettempdir()) / "askq-demo-llama-server.log"
+    log = new_log_file("llama-server")
     try:
         model = real_model_cache.start_server(free_port(), log)
     except real_model_cache.RealModelUnavailable as exc:
@@ -97,7 +104,7 @@ def start_api(stack: ExitStack, console: Console, real_model: bool) -> str:
 
 
 def run_demo(questions: str | None, concurrency: int, real_model: bool = False) -> int:
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # paths stay whole, on one line
     settings = load_settings()
     path = Path(questions) if questions else sample_questions()
     parsed = parse_file(path)
@@ -124,7 +131,7 @@ def run_demo(questions: str | None, concurrency: int, real_model: bool = False) 
             "ASKQ_ASSISTANT_ID": DEMO_ASSISTANT,
             "ASKQ_API_KEY": "",
         }
-        log = Path(tempfile.gettempdir()) / "askq-demo-worker.log"
+        log = new_log_file("worker")
         worker = start_worker(env, concurrency, log)
         stack.callback(stop_worker, worker)
         console.print(

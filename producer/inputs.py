@@ -23,9 +23,10 @@ file must not bury its real errors under 10,000 identical warnings.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,8 @@ FORMAT_BY_EXTENSION = {
     ".csv": "csv",
     ".txt": "txt",
 }
-"""Extensions `parse_file` recognises; `.json` is taken as JSON Lines, like the Batch API does."""
+"""Extensions `parse_file` recognises. `.json` is JSON Lines (as the Batch API takes it) or one
+JSON array of items: jsonl text that is, as a whole, one JSON array is read as its items."""
 
 FORMATS = frozenset(FORMAT_BY_EXTENSION.values())
 
@@ -253,13 +255,17 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed")
 
 
+Fields = tuple[dict[str, Any], list[str], str]
+"""A request's fields, the names it drops, and the warning they go to."""
+
+
 def _parse_jsonl(text: str) -> ParsedInput:
+    items = _json_array(text)
+    entries = _line_entries(text) if items is None else _array_entries(text, items)
     collector = _Collector()
-    for number, line in _physical_lines(text):
-        if not line.strip():
-            continue
+    for number, fields_of in entries:
         try:
-            fields, dropped, kind = _jsonl_fields(line)
+            fields, dropped, kind = fields_of()
         except _LineProblem as problem:
             collector.error(number, str(problem))
             continue
@@ -268,7 +274,36 @@ def _parse_jsonl(text: str) -> ParsedInput:
     return collector.finish()
 
 
-def _jsonl_fields(line: str) -> tuple[dict[str, Any], list[str], str]:
+def _line_entries(text: str) -> Iterator[tuple[int, Callable[[], Fields]]]:
+    for number, line in _physical_lines(text):
+        if line.strip():
+            yield number, functools.partial(_jsonl_fields, line)
+
+
+def _json_array(text: str) -> list[Any] | None:
+    """The items when the whole text is one JSON array (a `.json` file may be), else None."""
+    if not text.lstrip().startswith("["):
+        return None
+    try:
+        # NaN and Infinity are not JSON; Python accepts them by default, the API would not.
+        document = json.loads(text, parse_constant=_reject_constant)
+    except ValueError:
+        return None
+    return document if isinstance(document, list) else None
+
+
+def _array_entries(text: str, items: list[Any]) -> Iterator[tuple[int, Callable[[], Fields]]]:
+    """Each item with the line it starts on, found by decoding the items one by one."""
+    decoder = json.JSONDecoder()
+    position = text.index("[") + 1
+    for obj in items:
+        while text[position] in " \t\r\n,":
+            position += 1
+        yield text.count("\n", 0, position) + 1, functools.partial(_object_fields, obj)
+        position = decoder.raw_decode(text, position)[1]
+
+
+def _jsonl_fields(line: str) -> Fields:
     """The request fields of one jsonl line, the names it drops, and the warning they go to."""
     try:
         # NaN and Infinity are not JSON; Python accepts them by default, the API would not.
@@ -277,6 +312,11 @@ def _jsonl_fields(line: str) -> tuple[dict[str, Any], list[str], str]:
         raise _LineProblem(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
     except ValueError as exc:
         raise _LineProblem(f"not valid JSON ({exc})") from None
+    return _object_fields(obj)
+
+
+def _object_fields(obj: Any) -> Fields:
+    """The request fields of one JSON item, the names it drops, and the warning they go to."""
     if not isinstance(obj, dict):
         raise _LineProblem(f"expected a JSON object, got {_json_type(obj)}")
     if "body" in obj:

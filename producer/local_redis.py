@@ -69,6 +69,7 @@ class LocalRedis:
         appendonly: bool = False,
         databases: int = 16,
         binary: str | None = None,
+        unix_socket: bool = False,
     ) -> None:
         self.binary = binary or find_redis_server()
         if self.binary is None:
@@ -76,6 +77,7 @@ class LocalRedis:
         self.port = port or free_port()
         self.appendonly = appendonly
         self.databases = databases
+        self.unix_socket = unix_socket
         self.dir = Path(tempfile.mkdtemp(prefix="askq-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -85,6 +87,14 @@ class LocalRedis:
 
     def url_for(self, db: int) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
+
+    @property
+    def socket_path(self) -> Path:
+        return self.dir / "redis.sock"
+
+    def socket_url_for(self, db: int) -> str:
+        """The same server over its unix socket (`unix_socket=True`), in redis-py's form."""
+        return f"unix://{self.socket_path}?db={db}"
 
     def start(self) -> LocalRedis:
         assert self.binary is not None
@@ -100,6 +110,8 @@ class LocalRedis:
             "--maxmemory-policy", "noeviction",
             "--logfile", str(self.dir / "redis.log"),
         ]  # fmt: skip
+        if self.unix_socket:
+            args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:

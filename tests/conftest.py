@@ -158,6 +158,7 @@ class Askq:
                 "ASKQ_HTTP_TIMEOUT_S": str(s.http_timeout_s),
                 "ASKQ_LEASE_MARGIN_S": str(s.lease_margin_s),
                 "ASKQ_MAX_API_RETRIES": str(s.max_api_retries),
+                "ASKQ_MAX_QUESTION_CHARS": str(s.max_question_chars),
                 "PYTHONPATH": str(ROOT),
             }
         )

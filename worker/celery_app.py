@@ -8,6 +8,7 @@ only help, and no delay ever lives in a worker's memory (no countdown/eta: celer
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import Celery
 from kombu.entity import Exchange, Queue
@@ -19,6 +20,45 @@ QUEUES = ("askq.start", "askq.poll", "askq.act", "askq.cancel")
 """One queue per task (the queue is named after its task), so slow tools never delay polls,
 cancels never wait behind thousands of polls, and each backlog is visible on its own."""
 
+BROKER_TRANSPORT_OPTIONS = {
+    # An unacked message of a dead worker comes back after this long; askq's own
+    # leases recover the job sooner, so this only bounds message clean-up.
+    "visibility_timeout": 300,
+    "socket_timeout": 10,
+    "socket_connect_timeout": 5,
+    "health_check_interval": 15,
+    "retry_on_timeout": True,
+    "unacked_restore_interval": 10,
+    "unacked_restore_throttle": 0.05,
+}
+
+
+def routing() -> dict[str, Any]:
+    """Where each task goes; a worker and a producer that publishes must agree on it."""
+    return {
+        "task_queues": [
+            Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES
+        ],
+        "task_routes": {name: {"queue": name, "routing_key": name} for name in QUEUES},
+        "task_create_missing_queues": False,
+    }
+
+
+def create_publisher(settings: Settings) -> Celery:
+    """A Celery app that only publishes, for a producer's `cancel`. Unlike `create_app` it
+    changes nothing in the caller's process: not Celery's current app, kombu's transport
+    aliases or a logger's level (a library must leave its caller's process alone)."""
+    app = Celery("askq-producer", set_as_current=False)
+    app.conf.update(
+        broker_url=settings.broker_url,
+        broker_transport_options=BROKER_TRANSPORT_OPTIONS,
+        broker_connection_retry=False,
+        task_serializer="json",
+        task_send_sent_event=True,
+        **routing(),
+    )
+    return app
+
 
 def create_app(settings: Settings) -> Celery:
     use_guarded_redis_transport()
@@ -26,20 +66,10 @@ def create_app(settings: Settings) -> Celery:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     app = Celery("askq", include=["worker.tasks"])
     app.conf.update(
-        broker_url=settings.redis_url,
+        broker_url=settings.broker_url,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
-        broker_transport_options={
-            # An unacked message of a dead worker comes back after this long; askq's own
-            # leases recover the job sooner, so this only bounds message clean-up.
-            "visibility_timeout": 300,
-            "socket_timeout": 10,
-            "socket_connect_timeout": 5,
-            "health_check_interval": 15,
-            "retry_on_timeout": True,
-            "unacked_restore_interval": 10,
-            "unacked_restore_throttle": 0.05,
-        },
+        broker_transport_options=BROKER_TRANSPORT_OPTIONS,
         broker_heartbeat=0,
         result_backend=None,
         task_ignore_result=True,
@@ -60,11 +90,7 @@ def create_app(settings: Settings) -> Celery:
         worker_enable_soft_shutdown_on_idle=False,
         worker_hijack_root_logger=False,
         task_default_queue="askq.start",
-        task_queues=[
-            Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES
-        ],
-        task_routes={name: {"queue": name, "routing_key": name} for name in QUEUES},
-        task_create_missing_queues=False,
+        **routing(),
     )
     from worker.pump import PumpStep
 

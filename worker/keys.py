@@ -53,6 +53,12 @@ class Keys:
         the same items to a named batch skips them."""
         return f"{self.prefix}:batch:{batch_id}:items"
 
+    @property
+    def batches(self) -> str:
+        """Sorted set: batch id → creation time (epoch s), newest last, for `askq batches`;
+        entries older than a batch's lifetime are trimmed whenever a batch is created."""
+        return f"{self.prefix}:batches"
+
     def batch_name(self, name: str) -> str:
         """String: the batch id submitted under a user-chosen name (safe re-submission)."""
         return f"{self.prefix}:batch-name:{name}"

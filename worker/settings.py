@@ -12,7 +12,7 @@ import ipaddress
 import re
 from functools import lru_cache
 from typing import Literal
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     poll_predict: bool = True
     job_timeout_s: float = Field(default=3600, gt=0)
     result_ttl_s: int = Field(default=604800, ge=1)
+    max_question_chars: int = Field(default=256_000, ge=1)
+    """Longest question (or message) accepted: the Assistants API's limit on a message."""
 
     key_prefix: str = Field(default="askq", min_length=1)
     http_timeout_s: float = Field(default=30.0, gt=0)
@@ -118,10 +120,13 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str) -> str:
-        # it is also the Celery broker URL: kombu's Redis transport takes these two schemes
         parts = urlsplit(value)
-        if parts.scheme not in ("redis", "rediss"):
-            raise ValueError("ASKQ_REDIS_URL must start with redis:// or rediss://")
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("ASKQ_REDIS_URL must start with redis://, rediss:// or unix://")
+        if parts.scheme == "unix" and not parts.path:
+            raise ValueError(
+                "ASKQ_REDIS_URL: unix:// needs a socket path (unix:///path/redis.sock)"
+            )
         try:
             parts.port  # noqa: B018 - parsing it is the check
         except ValueError as exc:
@@ -156,6 +161,17 @@ class Settings(BaseSettings):
     @property
     def api_params(self) -> dict[str, str]:
         return dict(parse_qsl(self.api_query, keep_blank_values=True))
+
+    @property
+    def broker_url(self) -> str:
+        """`redis_url` as kombu spells it. redis-py's `unix:///path?db=N` is kombu's
+        `redis+socket:///path?virtual_host=N`; other URLs are the same for both."""
+        parts = urlsplit(self.redis_url)
+        if parts.scheme != "unix":
+            return self.redis_url
+        query = [("virtual_host" if k == "db" else k, v) for k, v in parse_qsl(parts.query)]
+        tail = f"?{urlencode(query)}" if query else ""
+        return f"redis+socket://{parts.netloc}{parts.path}{tail}"
 
     @property
     def tool_module_names(self) -> list[str]:

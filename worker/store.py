@@ -237,7 +237,15 @@ class JobStore:
                 self._call(lambda: self.redis.set(k.batch_name(name), batch_id, ex=ttl))
         record = BatchRecord(batch_id=batch_id, name=name, size=size)
         self._call(lambda: self.redis.set(k.batch(batch_id), record.model_dump_json(), ex=ttl))
+        self._index_batch(record, ttl)
         return batch_id
+
+    def _index_batch(self, record: BatchRecord, ttl: int) -> None:
+        created = record.created_at.timestamp()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(self.keys.batches, {record.batch_id: created})
+        pipe.zremrangebyscore(self.keys.batches, "-inf", created - ttl)
+        self._call(pipe.execute)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -267,6 +275,19 @@ class JobStore:
         if raw is None:
             raise NotFound(f"no batch {batch_id!r} (unknown, or its results expired)")
         return BatchRecord.model_validate_json(raw)
+
+    def batch_id_for_name(self, name: str) -> str | None:
+        raw = self._call(lambda: self.redis.get(self.keys.batch_name(name)))
+        return None if raw is None else text(raw)
+
+    def recent_batches(self, limit: int) -> list[BatchRecord]:
+        """The newest `limit` batches, newest first (those whose records expired are left out)."""
+        raw = self._call(lambda: self.redis.zrevrange(self.keys.batches, 0, limit - 1))
+        pipe = self.redis.pipeline(transaction=False)
+        for batch_id in raw:
+            assert isinstance(batch_id, bytes)  # no scores asked for
+            pipe.get(self.keys.batch(text(batch_id)))
+        return [BatchRecord.model_validate_json(raw) for raw in self._call(pipe.execute) if raw]
 
     def batch_size(self, batch_id: str) -> int:
         return int(self._call(lambda: self.redis.llen(self.keys.batch_jobs(batch_id))))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -28,3 +30,7 @@ def test_demo_answers_the_sample_batch(redis: str, redis_url: str) -> None:
     assert "20/20 completed" in done.stderr
     assert "17 * 23 = 391" in done.stdout  # the answers table
     assert ("started a private one" in done.stderr) == (redis == "none")
+    named = re.search(r"log (\S+askq-demo-worker-\w+\.log)\)", done.stderr)
+    assert named, done.stderr  # a file of this run's own, so two demos never share one
+    assert Path(named.group(1)).is_file()
+    Path(named.group(1)).unlink()

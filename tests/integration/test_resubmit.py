@@ -21,7 +21,7 @@ def test_same_file_same_name_runs_nothing_twice(askq: Askq) -> None:
     second = askq.cli("batch", str(path), "--name", "nightly", "--wait", "--timeout", "60")
     assert second.returncode == 0, second.stderr
     assert second.stdout.split()[-1] == batch_id
-    assert "submitted 1 jobs, 5 already in batch 'nightly' skipped" in second.stderr
+    assert "submitted 1 job, 5 already in batch 'nightly' skipped" in second.stderr
 
     records = [json.loads(line) for line in askq.cli("results", batch_id).stdout.splitlines()]
     assert [r["custom_id"] for r in records] == [f"n{i}" for i in range(5)] + ["n9"]

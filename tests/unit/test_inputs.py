@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from producer.inputs import LineError, ParsedInput, ParsedItem, parse_file, parse_text
@@ -766,7 +766,9 @@ def test_garbage_lines_are_reported_exactly(
     for position, kind, garbage, blank in inserts:
         lines.insert(min(position, len(lines)), (kind, garbage if kind == "garbage" else blank))
     ending = "\r\n" if crlf else "\n"
-    parsed = parse_text("".join(line + ending for _, line in lines), "jsonl")
+    text = "".join(line + ending for _, line in lines)
+    assume(not isinstance(_whole_document(text), list))  # one JSON array: tested below
+    parsed = parse_text(text, "jsonl")
 
     expected_errors = [n for n, (kind, _) in enumerate(lines, start=1) if kind == "garbage"]
     expected_items = [n for n, (kind, _) in enumerate(lines, start=1) if kind == "good"]
@@ -795,3 +797,33 @@ def test_csv_questions_round_trip(rows: list[tuple[str, str | None]]) -> None:
     parsed = parse_text(buffer.getvalue(), "csv")
     assert parsed.errors == []
     assert [(i.request.question, i.request.custom_id) for i in parsed.items] == rows
+
+
+def _whole_document(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def test_a_json_array_file_gives_its_items_with_the_lines_they_start_on(tmp_path: Path) -> None:
+    path = tmp_path / "batch.json"
+    path.write_text(
+        '[\n  {"question": "a", "custom_id": "x"},\n  {"question":\n    "b"}, 7,\n'
+        '  {"custom_id": "y", "method": "POST", "url": "/v1/chat/completions",\n'
+        '   "body": {"model": "m", "messages": [{"role": "user", "content": "c"}]}}\n]\n'
+    )
+    parsed = parse_file(path)
+    assert [(item.line, item.request.question) for item in parsed.items] == [
+        (2, "a"),
+        (3, "b"),
+        (5, "c"),
+    ]
+    assert error_lines(parsed) == [4]
+    assert parse_text("[]", "jsonl") == ParsedInput()
+
+
+def test_json_lines_whose_first_line_is_an_array_stay_json_lines() -> None:
+    parsed = parse_text('[1, 2]\n{"question": "a"}\n', "jsonl")
+    assert [item.line for item in parsed.items] == [2]
+    assert parsed.errors == [LineError(1, "expected a JSON object, got an array")]

