@@ -14,20 +14,23 @@ A Python not found is a skipped test whose reason names it (scripts/test runs py
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from producer.local_redis import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
 VERSIONS = ("3.11", "3.12", "3.13")
 QUESTIONS = "What is 17 * 23?\nWhat is 2 + 2?\nHello there\n"
 STEP_TIMEOUT_S = 900
@@ -84,12 +87,6 @@ def clean_copy(target: Path) -> None:
             shutil.copy2(source, destination, follow_symlinks=False)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def path_without_redis(venv_bin: Path) -> str:
     dirs = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d]
     kept = [d for d in dirs if not (Path(d) / "redis-server").exists()]
@@ -106,10 +103,6 @@ def run(args: Sequence[str], *, cwd: Path, env: dict[str, str]) -> subprocess.Co
         raise StepFailed(f"{' '.join(args)} did not finish in {STEP_TIMEOUT_S} s") from exc
 
 
-def timed(label: str, started: float) -> None:
-    say(f"  {label}: {time.monotonic() - started:.1f} s")
-
-
 def check_demo(done: subprocess.CompletedProcess[str], *, must_answer: bool, version: str) -> None:
     tail = (done.stdout + done.stderr)[-3000:]
     if must_answer:
@@ -123,17 +116,28 @@ def check_demo(done: subprocess.CompletedProcess[str], *, must_answer: bool, ver
     say(f"  no Redis to be had on {version}, as expected: {lines[0]}")
 
 
-def smoke(version: str, python: str, work: Path) -> None:
+@dataclass(frozen=True)
+class Installed:
+    """A fresh venv with askq installed, and where to run it from."""
+
+    version: str
+    venv_bin: Path
+    home: Path
+    env: dict[str, str]
+    seconds: float
+
+
+def install(version: str, python: str, work: Path) -> Installed:
+    """A fresh venv, then the README's `pip install -e .` of a clean copy of the tree."""
+    started = time.monotonic()
     source, venv, home = work / "src", work / "venv", work / "home"
     for folder in (source, home):
-        folder.mkdir()
+        folder.mkdir(parents=True)
     clean_copy(source)
     (home / "questions.txt").write_text(QUESTIONS)
     venv_bin = venv / "bin"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ASKQ_", "VIRTUAL_ENV"))}
     env["PATH"] = os.pathsep.join([str(venv_bin), env.get("PATH", "")])
-
-    started = time.monotonic()
     made = run([python, "-m", "venv", str(venv)], cwd=home, env=env)
     if made.returncode != 0:
         raise StepFailed(f"python{version} -m venv failed:\n{made.stderr[-2000:]}")
@@ -144,12 +148,29 @@ def smoke(version: str, python: str, work: Path) -> None:
     )
     if installed.returncode != 0:
         raise StepFailed(f"pip install -e . failed on {version}:\n{installed.stderr[-3000:]}")
-    timed("venv + pip install -e .", started)
+    return Installed(version, venv_bin, home, env, time.monotonic() - started)
 
+
+def install_all(pythons: dict[str, str], work: Path) -> dict[str, Installed | StepFailed]:
+    """Every Python's install at once: pip mostly waits on the network and the disk, so three
+    in parallel take little longer than one."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(pythons) or 1) as pool:
+        futures = {v: pool.submit(install, v, p, work / v) for v, p in pythons.items()}
+    outcomes: dict[str, Installed | StepFailed] = {}
+    for version, future in futures.items():
+        error = future.exception()
+        if error is not None and not isinstance(error, StepFailed):
+            raise error
+        outcomes[version] = error if isinstance(error, StepFailed) else future.result()
+    return outcomes
+
+
+def try_it(setup: Installed) -> None:
+    """`askq --version`, then the demo with the redis-server on PATH and with none."""
+    version, venv_bin, home, env = setup.version, setup.venv_bin, setup.home, setup.env
     shown = run([str(venv_bin / "askq"), "--version"], cwd=home, env=env)
     if shown.returncode != 0 or "version" not in shown.stdout:
         raise StepFailed(f"askq --version on {version}: {shown.stdout}{shown.stderr}")
-
     for redis_on_path in (True, False):
         demo_env = {**env, "ASKQ_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
         if not redis_on_path:
@@ -161,37 +182,57 @@ def smoke(version: str, python: str, work: Path) -> None:
             env=demo_env,
         )
         where = "redis-server on PATH" if redis_on_path else "no redis-server on PATH"
-        timed(f"askq demo ({where})", started)
+        say(f"  Python {version}: askq demo ({where}): {time.monotonic() - started:.1f} s")
         embedded = EMBEDDED_REDIS and version in ("3.11", "3.12")
         check_demo(done, must_answer=redis_on_path or embedded, version=version)
 
 
+def found_pythons(versions: Sequence[str]) -> dict[str, str]:
+    pythons = {version: find_python(version) for version in versions}
+    return {version: python for version, python in pythons.items() if python is not None}
+
+
+@pytest.fixture(scope="module")
+def installs() -> Iterator[dict[str, Installed | StepFailed]]:
+    # not tmp_path: pytest keeps those, and each venv weighs ~150 MB
+    with tempfile.TemporaryDirectory(prefix="askq-smoke-") as work:
+        yield install_all(found_pythons(VERSIONS), Path(work))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("version", VERSIONS)
-def test_readme_install_and_demo_on_a_fresh_venv(version: str) -> None:
-    python = find_python(version)
-    if python is None:
+def test_readme_install_and_demo_on_a_fresh_venv(
+    version: str, installs: dict[str, Installed | StepFailed]
+) -> None:
+    if version not in installs:
         pytest.skip(f"Python {version}: no python{version} on PATH or under pyenv")
-    # not tmp_path: pytest keeps those, and each venv weighs ~150 MB
-    with tempfile.TemporaryDirectory(prefix=f"askq-smoke-{version}-") as work:
-        try:
-            smoke(version, python, Path(work))
-        except StepFailed as exc:
-            pytest.fail(str(exc), pytrace=False)
+    try:
+        setup = installs[version]
+        if isinstance(setup, StepFailed):
+            raise setup
+        try_it(setup)
+    except StepFailed as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def main(argv: Sequence[str]) -> int:
     versions = argv or VERSIONS
-    failed: list[str] = []
+    pythons = found_pythons(versions)
     for version in versions:
-        python = find_python(version)
-        if python is None:
+        if version not in pythons:
             say(f"SKIP Python {version}: no python{version} on PATH or under pyenv")
-            continue
-        say(f"Python {version} ({python})")
-        with tempfile.TemporaryDirectory(prefix=f"askq-smoke-{version}-") as work:
+    failed: list[str] = []
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="askq-smoke-") as work:
+        outcomes = install_all(pythons, Path(work))
+        say(f"installs in parallel: {time.monotonic() - started:.1f} s")
+        for version, setup in outcomes.items():
             try:
-                smoke(version, python, Path(work))
+                if isinstance(setup, StepFailed):
+                    raise setup
+                say(f"  Python {version} ({pythons[version]}): venv + pip install -e .: "
+                    f"{setup.seconds:.1f} s")  # fmt: skip
+                try_it(setup)
             except StepFailed as exc:
                 say(f"FAIL Python {version}: {exc}")
                 failed.append(version)
