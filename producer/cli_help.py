@@ -12,6 +12,7 @@ ENVIRONMENT: list[tuple[str, str]] = [
     ("ASKQ_API_STYLE", "assistants (threads, runs), responses (background) or agents (sessions)"),
     ("ASKQ_ASSISTANT_ID", "the default assistant (assistants style)"),
     ("ASKQ_MODEL", "the default model (responses style)"),
+    ("ASKQ_AGENT_ID", "the default agent (agents style)"),
     ("ASKQ_TOOL_MODULES", "modules the worker imports to register tools (docs/tools.md)"),
 ]
 """The settings a newcomer needs first; every setting is in docs/settings.md."""
