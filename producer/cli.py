@@ -333,7 +333,9 @@ def batch(
         fail(f"{exc} (re-run {again} to add the rest; or askq cancel {exc.batch_id})")
     batch_id = submitted.batch_id
     rejected = f", {counted(len(parsed.errors), 'bad line')} skipped" if parsed.errors else ""
-    again = f", {submitted.skipped:,} already in batch {name!r} skipped" if submitted.skipped else ""
+    again = (
+        f", {submitted.skipped:,} already in batch {name!r} skipped" if submitted.skipped else ""
+    )
     retried = f", {counted(submitted.retried, 'failed job')} retried" if submitted.retried else ""
     say(f"askq: submitted {counted(submitted.accepted, 'job')}{retried}{again}{rejected}")
     click.echo(batch_id)
