@@ -111,7 +111,7 @@ def run_askq(
                     break
                 time.sleep(0.1 if rate else 0.2)
             t_end = time.time()
-        records = [r for b in batch_ids for r in client.store.batch_records(b)]
+        records = [r for b in batch_ids for r in client.batch_store.batch_records(b)]
         mem_after = redis_used_memory(url)
         key_sizes = job_key_sample(url)
         calls_after = command_calls(url)

@@ -44,7 +44,7 @@ def measure(stack: Stack, spec: str, jobs: int, predict: bool) -> dict[str, Any]
         # is not counted: what polling adds after the run is done
         overheads = [
             r.finished_at.timestamp() - r.started_at.timestamp() - t
-            for r, t in zip(client.store.batch_records(batch), run_times, strict=True)
+            for r, t in zip(client.batch_store.batch_records(batch), run_times, strict=True)
             if r.finished_at is not None and r.started_at is not None
         ]
         return {

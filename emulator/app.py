@@ -99,30 +99,38 @@ class ApiLayer:
             await refusal(scope, receive, counting_send)
             return
         faulty = config.drop or config.slow or config.fail_429 or config.fail_500
-        if not (faulty or config.lost_response) or not _fault_applies(
+        sluggish = config.trickle or config.stall_after_headers
+        if not (faulty or sluggish or config.lost_response) or not _fault_applies(
             config.fault_paths, method, template, key
         ):
             await self.app(scope, receive, counting_send)
             return
         # Two draws per request, always, so a seed gives the same fault sequence whatever
-        # the outcomes were.
+        # the outcomes were (a third only when slow answers are configured).
         roll, slow_roll = state.rng.random(), state.rng.random()
+        answer: Send = counting_send
+        request_body: Receive = receive
+        if sluggish:
+            answer = _sluggish(counting_send, state.rng.random(), config, stats.faults)
         if roll < config.drop:
             stats.faults["drop"] += 1
             await _abort_connection(receive)
             return
         if slow_roll < config.slow:
             stats.faults["slow"] += 1
+            # the request is read first, as a real server does: one that gave up waiting still
+            # gets its work done (a run created after the client left)
+            request_body = await _buffered(receive)
             await asyncio.sleep(config.slow_s)
         roll -= config.drop
         if roll < config.fail_429:
             stats.faults["429"] += 1
-            await _rate_limited(config)(scope, receive, counting_send)
+            await _rate_limited(config)(scope, request_body, answer)
             return
         roll -= config.fail_429
         if roll < config.fail_500:
             stats.faults["500"] += 1
-            await _server_error()(scope, receive, counting_send)
+            await _server_error()(scope, request_body, answer)
             return
         roll -= config.fail_500
         if roll < config.lost_response:
@@ -131,11 +139,70 @@ class ApiLayer:
             async def discard(message: Message) -> None:
                 return None
 
-            await self.app(scope, receive, discard)
+            await self.app(scope, request_body, discard)
             await state.flush()
             await _abort_connection(receive)
             return
-        await self.app(scope, receive, counting_send)
+        await self.app(scope, request_body, answer)
+
+
+async def _buffered(receive: Receive) -> Receive:
+    """Read the whole request body now; the app gets it later from memory."""
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        body += message.get("body", b"")
+        if not message.get("more_body", False):
+            break
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+def _sluggish(
+    send: Send, roll: float, config: EmulatorConfig, faults: MutableMapping[str, int]
+) -> Send:
+    """An answer that starts (the work is done, the headers go out) and then crawls:
+    trickled a byte at a time, or stalled before its body."""
+    if roll < config.trickle:
+        faults["trickle"] += 1
+        mode = "trickle"
+    elif roll - config.trickle < config.stall_after_headers:
+        faults["stall_after_headers"] += 1
+        mode = "stall"
+    else:
+        return send
+
+    async def slow_send(message: Message) -> None:
+        if message["type"] != "http.response.body":
+            await send(message)
+            return
+        body: bytes = message.get("body", b"")
+        more = message.get("more_body", False)
+        if mode == "stall":
+            await asyncio.sleep(config.stall_after_headers_s)
+            await send(message)
+            return
+        deadline = time.monotonic() + config.trickle_s
+        sent = 0
+        while sent < len(body) and time.monotonic() < deadline:
+            await send(
+                {"type": "http.response.body", "body": body[sent : sent + 1], "more_body": True}
+            )
+            sent += 1
+            await asyncio.sleep(config.trickle_byte_s)
+        await send({"type": "http.response.body", "body": body[sent:], "more_body": more})
+
+    return slow_send
 
 
 def _azure_refusal(config: EmulatorConfig, scope: Scope) -> Response | None:

@@ -11,6 +11,7 @@ import asyncio
 import math
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -760,7 +761,14 @@ async def list_messages(request: Request) -> Response:
     _settle(state, thread, state.now())
     run_id = request.query_params.get("run_id")
     keep = (lambda m: m["run_id"] == run_id) if run_id else None
-    return json_response(list_page(thread.messages, request, keep=keep))
+    page = list_page(thread.messages, request, keep=keep)
+    run = next((r for r in thread.runs if r.id == run_id), None)
+    if run is not None and run.plan is not None and run.plan.endless_pages:
+        # [endless_pages]: a server whose cursor never ends (the same page again and again)
+        params = [(k, v) for k, v in request.query_params.multi_items() if k != "after"]
+        first = Request({**request.scope, "query_string": urlencode(params).encode()})
+        page = {**list_page(thread.messages, first, keep=keep), "has_more": True}
+    return json_response(page)
 
 
 async def get_message(request: Request) -> Response:

@@ -35,6 +35,14 @@ class EmulatorConfig(BaseModel):
     drop: float = Field(0.0, ge=0, le=1)
     lost_response: float = Field(0.0, ge=0, le=1)
     retry_after_s: float = Field(1.0, ge=0)
+    # Slow answers (a third draw, made only when one of these is set): the work is done and
+    # the headers sent, then the body trickles one byte every trickle_byte_s for trickle_s
+    # (the rest follows at once), or stalls for stall_after_headers_s.
+    trickle: float = Field(0.0, ge=0, le=1)
+    trickle_s: float = Field(12.0, ge=0)
+    trickle_byte_s: float = Field(0.5, gt=0)
+    stall_after_headers: float = Field(0.0, ge=0, le=1)
+    stall_after_headers_s: float = Field(5.0, ge=0)
     # Restrict faults to some routes: entries are a method ("POST"), a route template
     # ("/v1/threads/{thread_id}/runs"), "METHOD template", or fnmatch patterns of either.
     # Empty means every /v1 route.

@@ -19,7 +19,10 @@ from typing import Literal
 
 Outcome = Literal["completed", "failed", "incomplete", "expired", "never"]
 
-_SIMPLE_TAG = re.compile(r"\[(fail|incomplete|expire|never|multi|run_time=([0-9]+(?:\.[0-9]*)?))\]")
+_SIMPLE_TAG = re.compile(
+    r"\[(fail|incomplete|expire|never|multi|endless_pages|run_time=([0-9]+(?:\.[0-9]*)?)"
+    r"|answer_mb=([0-9]+(?:\.[0-9]*)?))\]"
+)
 _TOOL_OPEN = "[tool:"
 _ARITH_SPAN = re.compile(r"[0-9.()+\-*/\s]+")
 _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
@@ -53,6 +56,8 @@ class Script:
     outcome: Outcome = "completed"
     multi: bool = False
     tools: list[tuple[str, str]] = field(default_factory=list)  # (name, JSON arguments)
+    answer_mb: float | None = None  # an answer this many megabytes long
+    endless_pages: bool = False  # listing the run's messages always says has_more
 
 
 @dataclass
@@ -66,6 +71,7 @@ class Plan:
     completion_tokens: int = 0
     error_message: str | None = None
     error_code: str = "server_error"
+    endless_pages: bool = False
 
 
 def _parse_tool_tags(text: str) -> tuple[list[tuple[str, str]], str]:
@@ -128,6 +134,10 @@ def parse_script(text: str) -> Script:
             script.outcome = "expired"
         elif tag == "never":
             script.outcome = "never"
+        elif tag == "endless_pages":
+            script.endless_pages = True
+        elif m.group(3) is not None:
+            script.answer_mb = float(m.group(3))
         else:
             script.run_time_s = float(m.group(2))
         return ""
@@ -243,6 +253,10 @@ def first_plan(script: Script, prompt_text: str, new_call_id: Callable[[], str])
         calls = [ToolCall(new_call_id(), name, args) for name, args in script.tools]
         completion = sum(count_tokens(c.name) + count_tokens(c.arguments) for c in calls)
         return Plan(tool_calls=calls, prompt_tokens=prompt_tokens, completion_tokens=completion)
+    if script.answer_mb is not None:
+        # a huge answer, as a model that never stops would give (words, so tokens count)
+        answer = ("lorem " * int(script.answer_mb * 1024 * 1024 / 6 + 1))[:-1]
+        return _terminal_plan(script, [answer], prompt_tokens)
     return _terminal_plan(script, [answer_for(script.question)], prompt_tokens)
 
 
@@ -255,7 +269,12 @@ def plan_after_tools(script: Script, results: Sequence[tuple[str, str]], prompt_
 def _terminal_plan(script: Script, answers: list[str], prompt_tokens: int) -> Plan:
     if script.multi:
         answers = [*answers, "This is a second message from the askq emulator."]
-    plan = Plan(outcome=script.outcome, answers=answers, prompt_tokens=prompt_tokens)
+    plan = Plan(
+        outcome=script.outcome,
+        answers=answers,
+        prompt_tokens=prompt_tokens,
+        endless_pages=script.endless_pages,
+    )
     plan.completion_tokens = sum(count_tokens(a) for a in answers)
     if script.outcome == "failed":
         plan.error_message = "The askq emulator failed this run as asked by the [fail] tag."

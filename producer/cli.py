@@ -26,7 +26,7 @@ from producer.cli_help import example, top_level_epilog
 from producer.client import BatchStatus, Client, is_batch_id
 from producer.inputs import LineError, ParsedInput, describe_error, parse_file, parse_text
 from producer.progress import describe, watch_batch
-from worker.errors import AskqError, InputError, PartialSubmit, StoreError
+from worker.errors import AskqError, InputError, PartialSubmit, RedisFull, StoreError
 from worker.models import TOOL_CHOICE_PATTERN, JobRequest, JobResult
 from worker.settings import load_settings
 from worker.states import JobStatus
@@ -75,6 +75,8 @@ def guarded(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except RedisFull as exc:
+            fail(str(exc))
         except StoreError as exc:
             fail(f"cannot use Redis ({exc}); is it running? (ASKQ_REDIS_URL)")
         except AskqError as exc:
@@ -288,6 +290,10 @@ def _refuse_too_long(api: Client, parsed: ParsedInput) -> None:
 )
 @click.option("--wait", "wait_", is_flag=True, help="Show progress until every job is done.")
 @click.option("--timeout", type=TIMEOUT, default=None, help="Give up waiting after S seconds.")
+@click.option(
+    "--into", "into", metavar="BATCH_ID",
+    help="Add to this batch, skipping the items it already holds (finishes a partial submit).",
+)  # fmt: skip
 @guarded
 def batch(
     file: str,
@@ -298,6 +304,7 @@ def batch(
     retry_failed: bool,
     wait_: bool,
     timeout: float | None,
+    into: str | None,
 ) -> None:
     """Submit every question of FILE as one batch: .jsonl (or .json: JSON Lines or one
     array), .csv (a 'question' column), .txt (one question a line), or '-' for stdin.
@@ -326,16 +333,19 @@ def batch(
             for r in requests
         ]
     try:
-        submitted = api.submit(requests, name=name, retry_failed=retry_failed)
+        submitted = api.submit(requests, name=name, into=into, retry_failed=retry_failed)
     except PartialSubmit as exc:
         click.echo(exc.batch_id)  # what was accepted will run: the id must not be lost
-        again = f"askq batch {file} --name {name}" if name else "the same command with --name"
-        fail(f"{exc} (re-run {again} to add the rest; or askq cancel {exc.batch_id})")
+        count = f"{exc.accepted}" if exc.exact else f"at least {exc.accepted}"
+        fail(
+            f"submission stopped ({exc.__cause__ or exc}); {count} of {len(parsed.items)} "
+            f"jobs are in batch {exc.batch_id} and will run. To add the rest without "
+            f"repeating them: askq batch {file} --into {exc.batch_id}"
+        )
     batch_id = submitted.batch_id
     rejected = f", {counted(len(parsed.errors), 'bad line')} skipped" if parsed.errors else ""
-    again = (
-        f", {submitted.skipped:,} already in batch {name!r} skipped" if submitted.skipped else ""
-    )
+    where = repr(name) if name else batch_id
+    again = f", {submitted.skipped:,} already in batch {where} skipped" if submitted.skipped else ""
     retried = f", {counted(submitted.retried, 'failed job')} retried" if submitted.retried else ""
     say(f"askq: submitted {counted(submitted.accepted, 'job')}{retried}{again}{rejected}")
     click.echo(batch_id)

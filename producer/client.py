@@ -15,12 +15,14 @@ from typing import Any, Self
 
 from celery import Celery
 
+from worker.batches import BatchStore
 from worker.celery_app import create_publisher
 from worker.errors import InputError, NotFound, StoreError
 from worker.models import BatchRecord, JobRequest, JobResult
+from worker.redis_store import connect
 from worker.settings import Settings, get_settings
 from worker.states import TERMINAL, JobStatus
-from worker.store import JobStore, connect
+from worker.store import JobStore
 
 WAIT_INTERVAL_S = 0.2
 
@@ -98,7 +100,9 @@ class Client:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
-        self.store = JobStore(connect(self.settings), self.settings)
+        redis = connect(self.settings)
+        self.store = JobStore(redis, self.settings)
+        self.batch_store = BatchStore(redis, self.settings)
         self._celery: Celery | None = None
 
     def too_long(self, request: JobRequest) -> str | None:
@@ -137,7 +141,7 @@ class Client:
             if isinstance(question, JobRequest)
             else JobRequest(question=question, **fields)
         )
-        return self.store.submit([self._check(request)], batch=False).job_ids[0]
+        return self.batch_store.submit([self._check(request)], batch=False).job_ids[0]
 
     def submit_batch(
         self, items: Iterable[JobRequest | str | dict[str, Any]], name: str | None = None
@@ -151,10 +155,13 @@ class Client:
         self,
         items: Iterable[JobRequest | str | dict[str, Any]],
         name: str | None = None,
+        into: str | None = None,
         *,
         retry_failed: bool = False,
     ) -> SubmittedBatch:
         """`submit_batch`, also telling how many items were skipped as already submitted.
+        `into` adds to that batch id (created if it is not there yet), skipping the items
+        it holds: how a submission that failed part-way (`PartialSubmit`) is finished.
         With `retry_failed`, items already in the batch whose job failed or expired run
         again (same job id)."""
         if name is not None and name.startswith(ID_PREFIXES):
@@ -162,9 +169,9 @@ class Client:
         requests = [self._check(_as_request(item)) for item in items]
         if not requests:
             raise InputError("the batch is empty")
-        submitted = self.store.submit(requests, batch=True, name=name)
+        submitted = self.batch_store.submit(requests, batch=True, name=name, into=into)
         assert submitted.batch_id is not None
-        retried = self.store.retry_failed(submitted.batch_id, requests) if retry_failed else 0
+        retried = self.batch_store.retry_failed(submitted.batch_id, requests) if retry_failed else 0
         return SubmittedBatch(
             submitted.batch_id, len(submitted.job_ids), submitted.skipped - retried, retried
         )
@@ -173,7 +180,7 @@ class Client:
         """The id a job id, batch id or batch name stands for. Raises `NotFound`."""
         if identifier.startswith(ID_PREFIXES):
             return identifier
-        batch_id = self.store.batch_id_for_name(identifier)
+        batch_id = self.batch_store.batch_id_for_name(identifier)
         if batch_id is None:
             raise NotFound(f"no job, batch or batch name {identifier!r} (or it expired)")
         return batch_id
@@ -182,17 +189,17 @@ class Client:
         """A job's result record, or a batch's counts (by id or name). Raises `NotFound`."""
         identifier = self.resolve(identifier)
         if is_batch_id(identifier):
-            return self._batch_status(self.store.batch(identifier))
+            return self._batch_status(self.batch_store.batch(identifier))
         return self.store.load(identifier).record.result()
 
     def batches(self, limit: int = 20) -> list[BatchStatus]:
         """The newest batches first, with their counts."""
-        return [self._batch_status(batch) for batch in self.store.recent_batches(limit)]
+        return [self._batch_status(batch) for batch in self.batch_store.recent_batches(limit)]
 
     def _batch_status(self, batch: BatchRecord) -> BatchStatus:
         batch_id = batch.batch_id
-        batch = batch.model_copy(update={"size": self.store.batch_size(batch_id)})
-        return BatchStatus(batch, self.store.batch_counts(batch_id))
+        batch = batch.model_copy(update={"size": self.batch_store.batch_size(batch_id)})
+        return BatchStatus(batch, self.batch_store.batch_counts(batch_id))
 
     def finished(self, identifier: str) -> bool:
         status = self.status(identifier)
@@ -217,8 +224,8 @@ class Client:
         """Ask for a cancel; a job already finished keeps its status. Raises `NotFound`."""
         identifier = self.resolve(identifier)
         if is_batch_id(identifier):
-            self.store.batch(identifier)
-            job_ids = self.store.batch_job_ids(identifier)
+            self.batch_store.batch(identifier)
+            job_ids = self.batch_store.batch_job_ids(identifier)
         else:
             self.store.load(identifier)
             job_ids = [identifier]
@@ -250,8 +257,8 @@ class Client:
         batch_id = self.resolve(batch_id)
         if not is_batch_id(batch_id):
             raise InputError(f"{batch_id!r} is not a batch id (they start with 'batch_')")
-        self.store.batch(batch_id)
-        return (record.result() for record in self.store.batch_records(batch_id))
+        self.batch_store.batch(batch_id)
+        return (record.result() for record in self.batch_store.batch_records(batch_id))
 
     def _app(self) -> Celery:
         if self._celery is None:

@@ -70,6 +70,7 @@ class LocalRedis:
         databases: int = 16,
         binary: str | None = None,
         unix_socket: bool = False,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.binary = binary or find_redis_server()
         if self.binary is None:
@@ -78,6 +79,7 @@ class LocalRedis:
         self.appendonly = appendonly
         self.databases = databases
         self.unix_socket = unix_socket
+        self.extra_args = extra_args
         self.dir = Path(tempfile.mkdtemp(prefix="askq-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -109,6 +111,7 @@ class LocalRedis:
             "--databases", str(self.databases),
             "--maxmemory-policy", "noeviction",
             "--logfile", str(self.dir / "redis.log"),
+            *self.extra_args,
         ]  # fmt: skip
         if self.unix_socket:
             args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]

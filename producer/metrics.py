@@ -61,6 +61,8 @@ class Snapshot:
     api_requests: dict[tuple[str, str], int]
     latency: dict[str, dict[str, float]] = field(default_factory=dict)
     webhooks: dict[str, int] = field(default_factory=dict)
+    stray_runs: int = 0
+    workers: int = 0
 
 
 def _text(value: bytes | str) -> str:
@@ -118,10 +120,14 @@ class AskqCollector:
         pipe.hgetall(k.api_requests)
         pipe.hgetall(k.job_latency)
         pipe.hgetall(k.webhook_events)
+        pipe.get(k.stray_runs)
+        pipe.zcard(k.workers)
         replies = pipe.execute()
         counts, *rest = replies
         lengths = rest[: len(QUEUES)]
-        due, overdue, inflight, waiting, api_raw, latency_raw, webhooks = rest[len(QUEUES) :]
+        due, overdue, inflight, waiting, api_raw, latency_raw, webhooks, strays, workers = rest[
+            len(QUEUES) :
+        ]
         api: dict[tuple[str, str], int] = {}
         for name, value in api_raw.items():
             route, _, status = _text(name).rpartition(" ")
@@ -140,6 +146,8 @@ class AskqCollector:
             api_requests=api,
             latency=latency,
             webhooks=_int_hash(webhooks),
+            stray_runs=int(strays or 0),
+            workers=int(workers),
         )
 
     def collect(self) -> Iterator[Metric]:
@@ -242,6 +250,18 @@ class AskqCollector:
         yield webhooks
 
         yield self.latency_histogram(snap.latency)
+        yield CounterMetricFamily(
+            "askq_stray_runs_cancelled",
+            "Runs askq cancelled because no job could record them: a creation the server "
+            "carried out after askq gave up on it, or a run made by a task that lost its claim.",
+            value=snap.stray_runs,
+        )
+        yield GaugeMetricFamily(
+            "askq_workers",
+            "Worker processes with a heartbeat in Redis (dead ones leave within "
+            "ASKQ_WORKER_DEAD_AFTER_S and a beat).",
+            value=snap.workers,
+        )
 
     @staticmethod
     def latency_histogram(latency: dict[str, dict[str, float]]) -> HistogramMetricFamily:

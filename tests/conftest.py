@@ -159,6 +159,14 @@ class Askq:
                 "ASKQ_LEASE_MARGIN_S": str(s.lease_margin_s),
                 "ASKQ_MAX_API_RETRIES": str(s.max_api_retries),
                 "ASKQ_MAX_QUESTION_CHARS": str(s.max_question_chars),
+                "ASKQ_REQUEST_DEADLINE_S": str(s.request_deadline_s),
+                "ASKQ_HEARTBEAT_S": str(s.heartbeat_s),
+                "ASKQ_WORKER_DEAD_AFTER_S": str(s.worker_dead_after_s),
+                "ASKQ_MAX_RESPONSE_BYTES": str(s.max_response_bytes),
+                "ASKQ_MAX_ANSWER_PAGES": str(s.max_answer_pages),
+                "ASKQ_MAX_ANSWER_CHARS": str(s.max_answer_chars),
+                "ASKQ_MAX_TOOL_CALLS": str(s.max_tool_calls),
+                "ASKQ_MAX_TOOL_ARGUMENT_BYTES": str(s.max_tool_argument_bytes),
                 "PYTHONPATH": str(ROOT),
             }
         )
@@ -221,6 +229,8 @@ class Routes:
     thread: str
     create: str
     poll: str
+    submit: str = ""
+    """Where tool outputs go."""
 
 
 ROUTES = {
@@ -228,11 +238,13 @@ ROUTES = {
         thread="POST /v1/threads",
         create="POST /v1/threads/{thread_id}/runs",
         poll="GET /v1/threads/{thread_id}/runs/{run_id}",
+        submit="POST /v1/threads/{thread_id}/runs/{run_id}/submit_tool_outputs",
     ),
     "responses": Routes(
         thread="POST /v1/conversations",
         create="POST /v1/responses",
         poll="GET /v1/responses/{response_id}",
+        submit="POST /v1/responses",
     ),
     # a session is created with its question, which starts its first turn: one request
     "agents": Routes(

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from celery import Celery
+from celery.signals import task_received
 from kombu.entity import Exchange, Queue
 
 from worker.broker import use_guarded_redis_transport
@@ -92,7 +93,9 @@ def create_app(settings: Settings) -> Celery:
         task_default_queue="askq.start",
         **routing(),
     )
+    from worker.heartbeat import reserve_on_receipt
     from worker.pump import PumpStep
 
     app.steps["worker"].add(PumpStep)
+    task_received.connect(reserve_on_receipt, weak=False, dispatch_uid="askq-reserve")
     return app

@@ -1,20 +1,30 @@
 """What each task does to a job: load, ask the state machine, call the API, store (CAS).
 
-Every function here takes the job id a task received and the process `Runtime`; it never
-raises for an API outcome (the state machine turns those into retries or failures) and it
-never sleeps: a wait is a due time written to Redis.
+Every function here takes the process `Runtime` and the `Held` job a task received (its id
+and the epoch of its claim); it never raises for an API outcome (the state machine turns
+those into retries or failures) and it never sleeps: a wait is a due time written to Redis.
+Every save is fenced by the epoch: a task whose claim was taken over gets `ClaimLost` from
+the store and stops, so no path (not even an error path) overwrites a newer owner's record.
+Times come from the Redis server's clock (`rt.clock`), never this host's.
 """
 
 from __future__ import annotations
 
 import logging
-import time
+from dataclasses import dataclass
 
 import redis
 
 from worker import machine
-from worker.errors import ApiError, FinalApiError, RateLimited, RetryableApiError
-from worker.machine import Step, Task
+from worker.errors import (
+    ApiError,
+    ClaimLost,
+    FinalApiError,
+    OverLimit,
+    RateLimited,
+    RetryableApiError,
+)
+from worker.machine import Snapshot, Step, Task
 from worker.models import JobRecord
 from worker.runtime import Runtime
 from worker.states import RUN_STATUS, JobStatus
@@ -24,8 +34,28 @@ from worker.tools import run_tool_calls
 log = logging.getLogger("askq")
 
 
-def _save(rt: Runtime, loaded: Loaded, step: Step, now: float) -> Loaded | None:
-    stored = rt.store.transition(loaded, step.record, next_task=step.task, due_at=step.at, now=now)
+@dataclass(frozen=True)
+class Held:
+    """A job as a task holds it: its id and the fencing epoch of the task's claim (None for
+    the cancel task, which acts on a flag and wins by compare-and-set alone)."""
+
+    job_id: str
+    fence: int | None = None
+
+
+def _save(
+    rt: Runtime, held: Held, loaded: Loaded, step: Step, *, release: bool = True
+) -> Loaded | None:
+    now = rt.clock.now()
+    stored = rt.store.transition(
+        loaded,
+        step.record,
+        next_task=step.task,
+        due_at=step.at,
+        now=now,
+        fence=held.fence,
+        release=release,
+    )
     if stored is not None and rt.runs is not None:
         old, new = loaded.record, step.record
         recorded = {new.run_id, new.thread_id} - {old.run_id, old.thread_id, None}
@@ -44,11 +74,38 @@ def _save(rt: Runtime, loaded: Loaded, step: Step, now: float) -> Loaded | None:
     return stored
 
 
-def _fail_api(rt: Runtime, loaded: Loaded, error: ApiError, task: Task, now: float) -> None:
+def _hold(rt: Runtime, held: Held, loaded: Loaded, record: JobRecord) -> Loaded | None:
+    """An intermediate save of a start that goes on at once: the task keeps the job, and the
+    due entry stays a lease (alive while this worker's heartbeat is)."""
+    step = Step(record, Task.START, rt.clock.now() + rt.settings.held_lease_s)
+    return _save(rt, held, loaded, step, release=False)
+
+
+def _fail_api(rt: Runtime, held: Held, loaded: Loaded, error: ApiError, task: Task) -> None:
+    now = rt.clock.now()
     step = machine.on_api_error(
         loaded.record, error, task, now, rt.policy, rt.rng, rt.settings.max_api_retries
     )
-    _save(rt, loaded, step, now)
+    if step.terminal:
+        if isinstance(error, OverLimit) and error.run_waits:
+            _cancel_remote(rt, loaded)  # a run waiting for tool outputs askq will not send
+        _end_strays(rt, loaded.record)
+    _save(rt, held, loaded, step)
+
+
+def _end_strays(rt: Runtime, job: JobRecord) -> None:
+    """Before a job ends: cancel runs of it that the server created after askq gave up on
+    their creation (only looked for when such a creation happened)."""
+    if not job.stray_check or job.thread_id is None:
+        return
+    try:
+        with rt.adapter.follow_up():
+            for run_id in rt.adapter.stray_runs(job):
+                rt.adapter.cancel(job, run_id)
+                rt.count_stray(run_id)
+                log.warning("job %s: cancelled stray run %s", job.job_id, run_id)
+    except ApiError as exc:
+        log.info("job %s: stray runs not checked (%s)", job.job_id, exc.code)
 
 
 def _cancel_remote(rt: Runtime, loaded: Loaded) -> None:
@@ -69,63 +126,58 @@ def _cancel_remote(rt: Runtime, loaded: Loaded) -> None:
         log.info("job %s: remote cancel not done (%s)", job.job_id, exc.code)
 
 
-def _expire(rt: Runtime, loaded: Loaded, now: float) -> None:
+def _expire(rt: Runtime, held: Held, loaded: Loaded) -> None:
     _cancel_remote(rt, loaded)
-    _save(rt, loaded, machine.on_timeout(loaded.record, now), now)
+    _end_strays(rt, loaded.record)
+    _save(rt, held, loaded, machine.on_timeout(loaded.record, rt.clock.now()))
 
 
-def start(rt: Runtime, job_id: str) -> None:
+def start(rt: Runtime, held: Held) -> None:
+    job_id = held.job_id
     loaded = rt.store.find(job_id)
     if loaded is None or loaded.record.status is not JobStatus.PENDING:
         return
-    if _cancel_pending(rt, job_id):
+    if _cancel_pending(rt, held):
         return
-    now = time.time()
-    if machine.timed_out(loaded.record, now):
-        _expire(rt, loaded, now)
+    if machine.timed_out(loaded.record, rt.clock.now()):
+        _expire(rt, held, loaded)
         return
-    if not rt.store.acquire_slot(job_id, now):
+    if not rt.limits.acquire_slot(job_id):
         return
     adapter = rt.adapter
     creating = False
-    # a start makes up to three calls (thread, list runs, run): hold the job that long
-    lease_until = now + rt.settings.lease_s + rt.settings.http_timeout_s
-    rt.store.extend_lease(job_id, lease_until)
     try:
         fresh = False
         job = loaded.record
         # (a Responses job without a conversation has none: `thread_created` says it started)
         if job.thread_id is None and not job.thread_created:
             if job.request.thread_id is None:
-                step = machine.on_thread_created(job, adapter.create_thread(job), lease_until)
+                thread_id = adapter.create_thread(job)
+                record = machine.on_thread_created(job, thread_id)
                 fresh = True
             else:
-                step = Step(
-                    job.model_copy(update={"thread_id": job.request.thread_id}),
-                    Task.START,
-                    lease_until,
-                )
-            if (stored := _save(rt, loaded, step, now)) is None:
+                record = job.model_copy(update={"thread_id": job.request.thread_id})
+            if (stored := _hold(rt, held, loaded, record)) is None:
                 return
             loaded = stored
         if loaded.record.request.thread_id is not None and loaded.record.message_id is None:
             message_id = adapter.add_messages(loaded.record)
-            step = machine.on_message_added(loaded.record, message_id, lease_until)
-            if (stored := _save(rt, loaded, step, now)) is None:
+            record = machine.on_message_added(loaded.record, message_id)
+            if (stored := _hold(rt, held, loaded, record)) is None:
                 return
             loaded = stored
             fresh = True
         # A start cut short after its thread was recorded may have created a run (a crash
         # or a lost answer between the POST and the write): adopt that run, never a second.
+        # After a creation refused unsent (429, askq's budget) it need not look: in a 429
+        # storm that look would double the requests of every retry.
         look = not fresh and loaded.record.maybe_started
         snap = adapter.find_run(loaded.record) if look else None
         if snap is None:
             if not loaded.record.maybe_started:
                 # from the moment the creation is sent, a run may exist
                 marked = loaded.record.model_copy(update={"maybe_started": True})
-                if (
-                    stored := _save(rt, loaded, Step(marked, Task.START, lease_until), now)
-                ) is None:
+                if (stored := _hold(rt, held, loaded, marked)) is None:
                     return
                 loaded = stored
             creating = True
@@ -134,56 +186,86 @@ def start(rt: Runtime, job_id: str) -> None:
                     snap = adapter.create_run(loaded.record)
             else:
                 snap = adapter.create_run(loaded.record)
-        learned = (
-            rt.store.durations(duration_key(rt, loaded.record))
-            if rt.settings.predicts_polls
-            else None
-        )
-        expected = learned.first_look() if learned is not None else None
-        now = time.time()
-        step = machine.on_started(loaded.record, snap, now, rt.policy, rt.rng, expected)
-        if _save(rt, loaded, step, now) is None:
-            moved = rt.store.find(job_id)
-            if moved is not None and moved.record.status.terminal:
-                ref = moved.record.model_copy(
-                    update={"run_id": snap.run_id, "thread_id": snap.thread_id}
-                )
-                _cancel_remote(rt, Loaded(ref, moved.version))
+        _started(rt, held, loaded, snap, created=creating)
     except ApiError as exc:
         latest = rt.store.find(job_id)
         if latest is not None and latest.record.status is JobStatus.PENDING:
-            if creating and (isinstance(exc, RateLimited) or exc.status == 429):
-                # refused unsent or unprocessed: no run exists, the retry need not look
-                cleared = latest.record.model_copy(update={"maybe_started": False})
-                latest = Loaded(cleared, latest.version)
-            _fail_api(rt, latest, exc, Task.START, time.time())
+            if creating:
+                refused = isinstance(exc, RateLimited) or exc.status == 429
+                # refused unsent or unprocessed: no run exists; any other failure may have
+                # left one behind (a late creation): look for strays before the job ends
+                update = {"maybe_started": False} if refused else {"stray_check": True}
+                latest = Loaded(latest.record.model_copy(update=update), latest.version)
+            _fail_api(rt, held, latest, exc, Task.START)
 
 
-def poll(rt: Runtime, job_id: str) -> None:
+def _started(rt: Runtime, held: Held, loaded: Loaded, snap: Snapshot, *, created: bool) -> None:
+    learned = (
+        rt.limits.durations(duration_key(rt, loaded.record)) if rt.settings.predicts_polls else None
+    )
+    expected = learned.first_look() if learned is not None else None
+    step = machine.on_started(loaded.record, snap, rt.clock.now(), rt.policy, rt.rng, expected)
+    if step.terminal:
+        _end_strays(rt, step.record)
+    try:
+        stored = _save(rt, held, loaded, step)
+    except ClaimLost:
+        stored = None
+    if stored is None and created:
+        _abandon(rt, held.job_id, snap)
+    if stored is None:
+        raise ClaimLost(f"job {held.job_id}: the start's run could not be recorded")
+
+
+def _abandon(rt: Runtime, job_id: str, snap: Snapshot) -> None:
+    """This task created a run it cannot record (the job moved on, or another task owns it):
+    cancel it, unless the job's record has it (another task adopted it)."""
+    latest = rt.store.find(job_id)
+    if latest is None:
+        return
+    job = latest.record
+    if snap.run_id in job.run_ids:
+        return
+    ref = job.model_copy(
+        update={"run_id": snap.run_id, "thread_id": snap.thread_id or job.thread_id}
+    )
+    try:
+        with rt.adapter.follow_up():
+            rt.adapter.cancel(ref)
+        rt.count_stray(snap.run_id)
+        log.warning("job %s: cancelled run %s that could not be recorded", job_id, snap.run_id)
+    except ApiError as exc:
+        log.info("job %s: abandoned run not cancelled (%s)", job_id, exc.code)
+
+
+def poll(rt: Runtime, held: Held) -> None:
+    job_id = held.job_id
     loaded = rt.store.find(job_id)
     if loaded is None or loaded.record.status not in (JobStatus.RUNNING, JobStatus.CANCELLING):
         return
-    if loaded.record.status is JobStatus.RUNNING and _cancel_pending(rt, job_id):
+    if loaded.record.status is JobStatus.RUNNING and _cancel_pending(rt, held):
         return
-    now = time.time()
     job = loaded.record
-    if machine.timed_out(job, now):
-        _expire(rt, loaded, now)
+    if machine.timed_out(job, rt.clock.now()):
+        _expire(rt, held, loaded)
         return
     try:
         snap = rt.adapter.poll(job)
     except ApiError as exc:
-        _fail_api(rt, loaded, exc, Task.POLL, now)
+        _fail_api(rt, held, loaded, exc, Task.POLL)
         return
-    now = time.time()
+    now = rt.clock.now()
     finished = RUN_STATUS.get(snap.status) not in (JobStatus.RUNNING, JobStatus.CANCELLING)
     if rt.settings.predicts_polls and finished and job.started_at is not None:
-        rt.store.learn_duration(
+        rt.limits.learn_duration(
             duration_key(rt, job),
             running_at=job.running_at_s,
             done_at=now - job.started_at.timestamp(),
         )
-    _save(rt, loaded, machine.on_snapshot(job, snap, now, rt.policy, rt.rng), now)
+    step = machine.on_snapshot(job, snap, now, rt.policy, rt.rng)
+    if step.terminal:
+        _end_strays(rt, job)
+    _save(rt, held, loaded, step)
 
 
 def duration_key(rt: Runtime, job: JobRecord) -> str:
@@ -200,17 +282,15 @@ def duration_key(rt: Runtime, job: JobRecord) -> str:
     return f"{settings.api_style}:{who}"
 
 
-def act(rt: Runtime, job_id: str) -> None:
-    loaded = rt.store.find(job_id)
+def act(rt: Runtime, held: Held) -> None:
+    loaded = rt.store.find(held.job_id)
     if loaded is None or loaded.record.status is not JobStatus.REQUIRES_ACTION:
         return
-    now = time.time()
     job = loaded.record
-    if machine.timed_out(job, now):
-        _expire(rt, loaded, now)
+    if machine.timed_out(job, rt.clock.now()):
+        _expire(rt, held, loaded)
         return
     settings = rt.settings
-    rt.store.extend_lease(job_id, now + settings.tool_timeout_s + settings.lease_s)
     done = {record.id for record in job.tool_calls}
     todo = [call for call in job.required_calls if call.id not in done]
     if todo:
@@ -220,8 +300,8 @@ def act(rt: Runtime, job_id: str) -> None:
         # Keep the outputs before submitting them: a retry after a crash or a 5xx resubmits
         # these instead of running the tools again.
         kept = job.model_copy(update={"tool_calls": [*job.tool_calls, *records]})
-        now = time.time()
-        stored = _save(rt, loaded, Step(kept, Task.ACT, now + settings.lease_s), now)
+        step = Step(kept, Task.ACT, rt.clock.now() + settings.held_lease_s)
+        stored = _save(rt, held, loaded, step, release=False)
         if stored is None:
             return
         loaded = stored
@@ -231,47 +311,55 @@ def act(rt: Runtime, job_id: str) -> None:
     try:
         snap = rt.adapter.submit_tool_outputs(job, outputs)
     except RetryableApiError as exc:
-        _fail_api(rt, loaded, exc, Task.ACT, time.time())
+        _fail_api(rt, held, loaded, exc, Task.ACT)
         return
     except FinalApiError as exc:
-        log.info("job %s: tool outputs refused (%s)", job_id, exc.code)
-        _after_refusal(rt, loaded, exc)
+        log.info("job %s: tool outputs refused (%s)", held.job_id, exc.code)
+        _after_refusal(rt, held, loaded, exc)
         return
-    now = time.time()
-    _save(rt, loaded, machine.on_tools_done(job, snap, now, rt.policy, rt.rng), now)
+    step = machine.on_tools_done(job, snap, rt.clock.now(), rt.policy, rt.rng)
+    if step.terminal:
+        _end_strays(rt, step.record)
+    _save(rt, held, loaded, step)
 
 
-def _after_refusal(rt: Runtime, loaded: Loaded, refusal: FinalApiError) -> None:
+def _after_refusal(rt: Runtime, held: Held, loaded: Loaded, refusal: FinalApiError) -> None:
     """Tool outputs were refused. If the run left `requires_action` meanwhile (it expired,
     was cancelled, or an earlier attempt's outputs got there first), its real status is what
     counts; if it still waits for outputs, ours were wrong and the job fails with the API's
     message rather than submitting them forever."""
     job = loaded.record
-    now = time.time()
+    if isinstance(refusal, OverLimit):
+        _fail_api(rt, held, loaded, refusal, Task.ACT)
+        return
     try:
         snap = rt.adapter.poll(job)
     except ApiError as exc:
-        _fail_api(rt, loaded, exc, Task.ACT, now)
+        _fail_api(rt, held, loaded, exc, Task.ACT)
         return
     if RUN_STATUS.get(snap.status) is JobStatus.REQUIRES_ACTION:
-        _fail_api(rt, loaded, refusal, Task.ACT, now)
+        _fail_api(rt, held, loaded, refusal, Task.ACT)
         return
-    _save(rt, loaded, machine.on_snapshot(job, snap, now, rt.policy, rt.rng), now)
+    _save(rt, held, loaded, machine.on_snapshot(job, snap, rt.clock.now(), rt.policy, rt.rng))
 
 
 CANCEL_CAS_ATTEMPTS = 5
 
 
-def _cancel_pending(rt: Runtime, job_id: str) -> bool:
+def _cancel_pending(rt: Runtime, held: Held) -> bool:
     """A cancel asked for but not carried out (its message lost, or the worker taking it
     died): the job's own next task carries it out instead. True when it did."""
-    if not rt.store.cancel_unfinished(job_id):
+    if not rt.store.cancel_unfinished(held.job_id):
         return False
-    return cancel(rt, job_id)
+    return cancel(rt, held)
 
 
-def cancel(rt: Runtime, job_id: str) -> bool:
-    """Carry out a cancel request; False when no request was there to take."""
+def cancel(rt: Runtime, held: Held | str) -> bool:
+    """Carry out a cancel request; False when no request was there to take. The cancel task
+    holds no claim (it wins by compare-and-set); a task carrying out a cancel it found keeps
+    its own fence."""
+    held = held if isinstance(held, Held) else Held(held)
+    job_id = held.job_id
     if not rt.store.take_cancel(job_id):
         return False
     cancelled_run: str | None = None
@@ -279,8 +367,7 @@ def cancel(rt: Runtime, job_id: str) -> bool:
         loaded = rt.store.find(job_id)
         if loaded is None:
             return True
-        now = time.time()
-        step = machine.on_cancel_requested(loaded.record, now)
+        step = machine.on_cancel_requested(loaded.record, rt.clock.now())
         if step is None:
             rt.store.cancel_done(job_id)
             return True
@@ -295,11 +382,13 @@ def cancel(rt: Runtime, job_id: str) -> bool:
                 log.info("job %s: remote cancel refused (%s)", job_id, exc.code)
             except RetryableApiError as exc:
                 rt.store.request_cancel(job_id)
-                _fail_api(rt, loaded, exc, Task.CANCEL, now)
+                _fail_api(rt, held, loaded, exc, Task.CANCEL)
                 return True
             # one remote cancel per run, even when the store below must be retried
             cancelled_run = run_id
-        if _save(rt, loaded, step, now) is not None:
+        if step.terminal:
+            _end_strays(rt, loaded.record)
+        if _save(rt, held, loaded, step) is not None:
             rt.store.cancel_done(job_id)
             return True
     return True

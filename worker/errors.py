@@ -6,13 +6,16 @@ AskqError
 │   └── NotFound           an unknown job or batch id
 ├── StoreError             Redis cannot be reached or answers oddly
 │   ├── RecordError        a stored record that cannot be read back
+│   ├── RedisFull          Redis is out of memory, or above the submission high-water mark
 │   └── PartialSubmit      Redis failed part-way through submitting a batch
+├── ClaimLost              another task owns the job now (its claim's epoch moved on)
 └── ApiError               an outcome of a call to the assistant API
     ├── RetryableApiError  429, 5xx, timeouts, connection errors: try again later
     │   ├── ThreadBusy     the thread/conversation has an active run
     │   └── RateLimited    askq's own request budget (ASKQ_RATE_LIMIT_RPM) is spent
     └── FinalApiError      other 4xx: the API refused; the job fails with its message
-        └── RunGone        the run/response is not there any more (404)
+        ├── RunGone        the run/response is not there any more (404)
+        └── OverLimit      the API sent more than askq's bounds allow (ASKQ_MAX_*)
 """
 
 from __future__ import annotations
@@ -42,14 +45,26 @@ class RecordError(StoreError):
     """A stored record could not be decoded."""
 
 
+class RedisFull(StoreError):
+    """Redis refused a write for lack of memory, or submission was refused because Redis is
+    above ASKQ_REDIS_HIGH_WATER_PCT of its maxmemory (room kept for running jobs)."""
+
+
 class PartialSubmit(StoreError):
     """Redis failed part-way through a batch: `accepted` jobs of `batch_id` are in (and will
-    run); re-submit with the same batch name to add the rest without running those twice."""
+    run; `exact` False when Redis could not be asked, then at least that many); submitting
+    the same items `--into` the same batch adds the rest without running those twice."""
 
-    def __init__(self, message: str, *, batch_id: str, accepted: int) -> None:
+    def __init__(self, message: str, *, batch_id: str, accepted: int, exact: bool = True) -> None:
         super().__init__(message)
         self.batch_id = batch_id
         self.accepted = accepted
+        self.exact = exact
+
+
+class ClaimLost(AskqError):
+    """The task's claim on its job was taken over (its worker was thought dead, or the task
+    outlived its bound): another task owns the job, and this one must stop at once."""
 
 
 class ApiError(AskqError):
@@ -91,3 +106,13 @@ class FinalApiError(ApiError):
 
 class RunGone(FinalApiError):
     """The run or response does not exist (any more)."""
+
+
+class OverLimit(FinalApiError):
+    """The API sent more than askq accepts (a body, pages, an answer, tool calls or their
+    arguments past an ASKQ_MAX_* bound): the job fails with this code, memory stays flat.
+    `run_waits`: the run is left waiting for askq (tool outputs) and must be cancelled."""
+
+    def __init__(self, message: str, *, code: str, run_waits: bool = False) -> None:
+        super().__init__(message, code=code)
+        self.run_waits = run_waits

@@ -33,7 +33,10 @@ class Keys:
     def job(self, job_id: str) -> str:
         """Hash: `version`, `status`, `record` (JSON JobRecord), `next` (the task that drives
         the job on), `ticket` (set when a task message is published, taken by that task),
-        `cancel` (requested → taken)."""
+        `epoch` (bumped by every publication: the fencing token of the task that takes it),
+        `owner` / `taken_at` / `taker` (the worker process running the task, when it took it,
+        the take's request id), `req` (request id of the last save), `cancel` (requested →
+        taken → done)."""
         return f"{self.job_prefix}{job_id}"
 
     def batch(self, batch_id: str) -> str:
@@ -104,13 +107,34 @@ class Keys:
         return f"{self.prefix}:counts"
 
     @property
+    def workers(self) -> str:
+        """Sorted set: worker process id → its last heartbeat (Redis server time, s)."""
+        return f"{self.prefix}:workers"
+
+    @property
+    def worker_prefix(self) -> str:
+        return f"{self.prefix}:worker:"
+
+    worker_suffix = ":jobs"
+
+    def worker_jobs(self, worker_id: str) -> str:
+        """Set, with a TTL: the jobs whose tasks this worker process is running, as of its
+        last heartbeat."""
+        return f"{self.worker_prefix}{worker_id}{self.worker_suffix}"
+
+    def claim_reply(self, request_id: str) -> str:
+        """String, 60 s: the reply of one claim, so a claim re-sent by the Redis client after
+        a timeout returns the jobs it claimed instead of losing them."""
+        return f"{self.prefix}:claim:{request_id}"
+
+    @property
     def sweep_lock(self) -> str:
         """String with a TTL: held by the one worker sweeping this interval."""
         return f"{self.prefix}:sweep-lock"
 
     @property
     def rate_limit(self) -> str:
-        """String: the GCRA theoretical arrival time (ms) of the global request budget."""
+        """String: `<GCRA theoretical arrival time (ms)>|<request id of the last spend>`."""
         return f"{self.prefix}:rate"
 
     @property
@@ -148,6 +172,13 @@ class Keys:
         """Hash: outcome (`received`, `rejected`, `ignored`, `duplicate`, `unmatched`,
         `matched`) → provider webhook deliveries (metrics)."""
         return f"{self.prefix}:webhook-events"
+
+    @property
+    def stray_runs(self) -> str:
+        """Counter: runs askq cancelled because no job could record them (a creation the
+        server carried out after askq gave up on it; a run made by a task that lost its
+        claim) (metrics)."""
+        return f"{self.prefix}:stray-runs"
 
     @property
     def job_latency(self) -> str:

@@ -2,14 +2,31 @@
 
 Scripts return numbers as strings where they may be fractional: Redis truncates Lua
 numbers in replies to integers.
+
+Two rules hold for every script that changes state:
+- **One clock.** Times that compare across processes (leases, due times, deadlines, the rate
+  budget, heartbeats) are read from Redis (`TIME`) inside the script, never taken from the
+  caller's clock: a worker whose clock is off by minutes neither re-dispatches others' jobs
+  nor spends the budget twice.
+- **Safe to send twice.** redis-py re-sends a command after a timeout or a dropped
+  connection, even when the first one ran. Each script either is idempotent by nature or
+  takes a request id and answers a repeat with the first attempt's outcome.
 """
 
 from __future__ import annotations
 
+SERVER_NOW = """
+local function server_now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+"""
+
 SUBMIT = """
 -- KEYS: job, batch_jobs, batch_counts, counts, due, deadlines, thread_queue, batch_items
 -- ARGV: job_id, record, now, deadline, has_batch, has_thread, batch_ttl, item_key
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+-- Job ids are fresh for every submission, so a job that exists is this same call re-sent.
+if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end
 if ARGV[5] == '1' then
   -- a re-submitted item (same custom_id, or the same request again) is not run twice
   if redis.call('HSETNX', KEYS[8], ARGV[8], ARGV[1]) == 0 then return 0 end
@@ -34,11 +51,13 @@ if runnable then redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1]) end
 return 1
 """
 
-RETRY = """
+RETRY = (
+    SERVER_NOW
+    + """
 -- Run a failed job of a batch again under the same id (`askq batch --retry-failed`): a fresh
 -- record, pending, due now (or queued behind its thread), no longer expiring.
 -- KEYS: job, due, deadlines, counts, batch_counts, thread_queue, wake
--- ARGV: expected_version, record, old_status, now, deadline, job_id, has_thread
+-- ARGV: expected_version, record, old_status, deadline, job_id, has_thread
 local v = redis.call('HGET', KEYS[1], 'version')
 if v ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'version', tonumber(v) + 1, 'status', 'pending', 'record', ARGV[2],
@@ -48,29 +67,40 @@ redis.call('HINCRBY', KEYS[4], ARGV[3], -1)
 redis.call('HINCRBY', KEYS[4], 'pending', 1)
 redis.call('HINCRBY', KEYS[5], ARGV[3], -1)
 redis.call('HINCRBY', KEYS[5], 'pending', 1)
-redis.call('ZADD', KEYS[3], ARGV[5], ARGV[6])
-if ARGV[7] == '1' and redis.call('RPUSH', KEYS[6], ARGV[6]) > 1 then return 1 end
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[6])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
+if ARGV[6] == '1' and redis.call('RPUSH', KEYS[6], ARGV[5]) > 1 then return 1 end
+redis.call('ZADD', KEYS[2], server_now(), ARGV[5])
 redis.call('RPUSH', KEYS[7], '1')
 redis.call('LTRIM', KEYS[7], 0, 63)
 return 1
 """
+)
 
-TRANSITION = """
--- Compare-and-set of a job record on its version, with every index kept in step.
+TRANSITION = (
+    SERVER_NOW
+    + """
+-- Compare-and-set of a job record on its version, fenced by the claim's epoch, with every
+-- index kept in step. Returns the new version; 0 when the record moved on (stale view);
+-- -1 when the caller's claim was taken over (it must stop: another task owns the job).
 -- KEYS: job, due, deadlines, inflight, waiting, counts, batch_counts, thread_queue, wake,
 --       job_latency
 -- ARGV: 1 expected_version, 2 record, 3 old_status, 4 new_status, 5 next_task,
---       6 due ('' keep, '-' remove, else epoch s), 7 terminal, 8 ttl, 9 now,
---       10 has_batch, 11 has_thread, 12 max_inflight, 13 job_id,
---       14 latency bucket ('' when the job does not end here), 15 latency (s)
+--       6 due ('' keep, '-' remove, else epoch s), 7 terminal, 8 ttl, 9 fence (epoch, ''
+--       for none), 10 has_batch, 11 has_thread, 12 max_inflight, 13 job_id,
+--       14 latency bucket ('' when the job does not end here), 15 latency (s),
+--       16 request id, 17 release ('1': the task is done with the job)
+if redis.call('HGET', KEYS[1], 'req') == ARGV[16] then
+  return tonumber(redis.call('HGET', KEYS[1], 'version'))  -- this same save, re-sent
+end
+if ARGV[9] ~= '' and redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[9] then return -1 end
 local v = redis.call('HGET', KEYS[1], 'version')
 if v ~= ARGV[1] then return 0 end
 local id = ARGV[13]
-local now = ARGV[9]
+local now = server_now()
 local version = tonumber(v) + 1
 redis.call('HSET', KEYS[1], 'version', version, 'record', ARGV[2], 'status', ARGV[4],
-           'next', ARGV[5])
+           'next', ARGV[5], 'req', ARGV[16])
+if ARGV[17] == '1' then redis.call('HDEL', KEYS[1], 'owner') end
 if ARGV[3] ~= ARGV[4] then
   redis.call('HINCRBY', KEYS[6], ARGV[3], -1)
   redis.call('HINCRBY', KEYS[6], ARGV[4], 1)
@@ -85,17 +115,19 @@ elseif ARGV[6] ~= '' then
   redis.call('ZADD', KEYS[2], ARGV[6], id)
   -- a sleeping pump plans to look again within a second at most: wake it for anything
   -- due sooner, so a short poll delay is not stretched to the pump's idle wait
-  if tonumber(ARGV[6]) <= tonumber(now) + 1 then redis.call('RPUSH', KEYS[9], '1') end
+  if tonumber(ARGV[6]) <= now + 1 then redis.call('RPUSH', KEYS[9], '1') end
 end
 if ARGV[14] ~= '' then
   redis.call('HINCRBY', KEYS[10], ARGV[4] .. ' ' .. ARGV[14], 1)
   redis.call('HINCRBYFLOAT', KEYS[10], ARGV[4] .. ' sum', ARGV[15])
 end
 if ARGV[7] == '1' then
+  -- Extension point: whatever must happen exactly once when a job ends (an outbox of
+  -- callbacks, a follow stream) belongs here, in the same atomic step.
   redis.call('ZREM', KEYS[2], id)
   redis.call('ZREM', KEYS[3], id)
   redis.call('ZREM', KEYS[5], id)
-  redis.call('HDEL', KEYS[1], 'ticket', 'next')
+  redis.call('HDEL', KEYS[1], 'ticket', 'next', 'owner')
   redis.call('EXPIRE', KEYS[1], ARGV[8])
   if redis.call('ZREM', KEYS[4], id) == 1 then
     -- hand the freed slot straight to the longest waiter (FIFO, no thundering herd)
@@ -124,32 +156,57 @@ end
 redis.call('LTRIM', KEYS[9], 0, 63)
 return version
 """
+)
 
-CLAIM_DUE = """
--- Claim due jobs: re-score each to its lease end (so a lost message is retried by the
--- sweep) and give it a ticket that exactly one task message may take. A start is admitted
--- only with a free in-flight slot (taken here, FIFO behind `waiting`); without one the job
--- is parked in `waiting` and no message is published: past ASKQ_MAX_INFLIGHT a batch would
--- otherwise flood the queue with starts that can only park themselves, ahead of the polls
--- of the runs in flight (measured: docs/benchmarks.md, "admit").
+CLAIM_DUE = (
+    SERVER_NOW
+    + """
+-- Claim due jobs: re-score each to its lease end (so a lost message is retried) and give
+-- it a ticket that exactly one task message may take; each publication starts a new epoch,
+-- which fences any task still holding an older claim.
+-- A due entry whose task is still running on a live worker (its heartbeat is fresh and lists
+-- the job) is not published again: its held lease is renewed instead, for at most task_bound
+-- seconds after the take (past that the task is stuck and the job goes to another worker).
+-- A start is admitted only with a free in-flight slot (taken here, FIFO behind `waiting`);
+-- without one the job is parked in `waiting` and no message is published: past
+-- ASKQ_MAX_INFLIGHT a batch would otherwise flood the queue with starts that can only park
+-- themselves, ahead of the polls of the runs in flight (docs/benchmarks.md, "admit").
 -- A job past its deadline is published anyway: its start expires it.
--- KEYS: due, inflight, waiting, seq, deadlines
--- ARGV: now, limit, lease_until, job_prefix, max_inflight
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-local out = {}
-local max = tonumber(ARGV[5])
+-- The claimed jobs join the claiming worker's list (its heartbeat keeps them there while it
+-- publishes): if it dies before publishing, the sweep moves them on at once.
+-- Returns {server now, id, task, id, task, ...}; a re-sent call returns the first reply.
+-- KEYS: due, inflight, waiting, seq, deadlines, workers, reply
+-- ARGV: limit, lease_s, job_prefix, max_inflight, dead_after_s, task_bound_s,
+--       worker_prefix, worker_suffix, worker id, held_lease_s
+local cached = redis.call('GET', KEYS[7])
+if cached then return cjson.decode(cached) end
+local now = server_now()
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[1])
+local out = {tostring(now)}
+local max = tonumber(ARGV[4])
+local lease_until = now + tonumber(ARGV[2])
 for _, id in ipairs(ids) do
-  local key = ARGV[4] .. id
-  local task = redis.call('HGET', key, 'next')
+  local key = ARGV[3] .. id
+  local f = redis.call('HMGET', key, 'next', 'ticket', 'owner', 'taken_at')
+  local task = f[1]
   local publish = true
   if (not task) or task == '' then
     redis.call('ZREM', KEYS[1], id)
     publish = false
-  elseif task == 'askq.start' and not redis.call('ZSCORE', KEYS[2], id)
-         and tonumber(redis.call('ZSCORE', KEYS[5], id) or '+inf') > tonumber(ARGV[1]) then
+  elseif (not f[2]) and f[3] then
+    local beat = redis.call('ZSCORE', KEYS[6], f[3])
+    if beat and tonumber(beat) > now - tonumber(ARGV[5])
+       and now - tonumber(f[4] or '0') < tonumber(ARGV[6])
+       and redis.call('SISMEMBER', ARGV[7] .. f[3] .. ARGV[8], id) == 1 then
+      redis.call('ZADD', KEYS[1], now + tonumber(ARGV[10]), id)
+      publish = false
+    end
+  end
+  if publish and task == 'askq.start' and not redis.call('ZSCORE', KEYS[2], id)
+     and tonumber(redis.call('ZSCORE', KEYS[5], id) or '+inf') > now then
     local head = redis.call('ZRANGE', KEYS[3], 0, 0)
     if redis.call('ZCARD', KEYS[2]) < max and (#head == 0 or head[1] == id) then
-      redis.call('ZADD', KEYS[2], ARGV[1], id)
+      redis.call('ZADD', KEYS[2], now, id)
       redis.call('ZREM', KEYS[3], id)
     else
       if redis.call('ZSCORE', KEYS[3], id) == false then
@@ -160,23 +217,31 @@ for _, id in ipairs(ids) do
     end
   end
   if publish then
-    redis.call('ZADD', KEYS[1], ARGV[3], id)
+    redis.call('ZADD', KEYS[1], lease_until, id)
     redis.call('HSET', key, 'ticket', task)
+    redis.call('HINCRBY', key, 'epoch', 1)
+    redis.call('HDEL', key, 'owner')
+    redis.call('SADD', ARGV[7] .. ARGV[9] .. ARGV[8], id)
     out[#out + 1] = id
     out[#out + 1] = task
   end
 end
+if #out > 1 then redis.call('SET', KEYS[7], cjson.encode(out), 'PX', 60000) end
 return out
 """
+)
 
-ACQUIRE_SLOT = """
+ACQUIRE_SLOT = (
+    SERVER_NOW
+    + """
 -- Take one of max_inflight slots for a job, or queue it (FIFO) for the next free one.
--- KEYS: inflight, waiting, due, seq; ARGV: job_id, max_inflight, now
+-- Idempotent: a job holding a slot gets it again; a queued job stays queued.
+-- KEYS: inflight, waiting, due, seq; ARGV: job_id, max_inflight
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 1 end
 if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
   local head = redis.call('ZRANGE', KEYS[2], 0, 0)
   if #head == 0 or head[1] == ARGV[1] then
-    redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+    redis.call('ZADD', KEYS[1], server_now(), ARGV[1])
     redis.call('ZREM', KEYS[2], ARGV[1])
     return 1
   end
@@ -187,10 +252,14 @@ end
 redis.call('ZREM', KEYS[3], ARGV[1])
 return 0
 """
+)
 
-RECLAIM_SLOTS = """
+RECLAIM_SLOTS = (
+    SERVER_NOW
+    + """
 -- Sweep: free slots held by jobs that are finished or gone, then promote waiters.
--- KEYS: inflight, waiting, due, wake; ARGV: job_prefix, max_inflight, now
+-- KEYS: inflight, waiting, due, wake; ARGV: job_prefix, max_inflight
+local now = server_now()
 local freed = 0
 for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   local status = redis.call('HGET', ARGV[1] .. id, 'status')
@@ -205,53 +274,113 @@ while redis.call('ZCARD', KEYS[1]) < max do
   local head = redis.call('ZRANGE', KEYS[2], 0, 0)
   if #head == 0 then break end
   redis.call('ZREM', KEYS[2], head[1])
-  redis.call('ZADD', KEYS[1], ARGV[3], head[1])
-  redis.call('ZADD', KEYS[3], ARGV[3], head[1])
+  redis.call('ZADD', KEYS[1], now, head[1])
+  redis.call('ZADD', KEYS[3], now, head[1])
   redis.call('RPUSH', KEYS[4], '1')
 end
 return freed
 """
+)
 
-GCRA = """
--- Global request budget (generic cell rate algorithm). Returns the wait in ms, as a
--- string; '0' means the requests may go now. force=1 spends the budget even when
--- exhausted (a follow-up request that must not be split from its first one).
--- KEYS: rate; ARGV: now_ms, interval_ms, burst, quantity, force
-local now = tonumber(ARGV[1])
-local interval = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+EXPIRE_OVERDUE = (
+    SERVER_NOW
+    + """
+-- Sweep: make jobs past their deadline due now (their own task expires them and cancels the
+-- remote run), and prune deadline entries of jobs that ended or vanished, which would
+-- otherwise fill every sweep's window and starve real timeouts. Returns {due, pruned}.
+-- KEYS: deadlines, due, wake; ARGV: job_prefix, limit
+local now = server_now()
+local due, pruned = 0, 0
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[2])) do
+  local next_task = redis.call('HGET', ARGV[1] .. id, 'next')
+  if (not next_task) or next_task == '' then
+    redis.call('ZREM', KEYS[1], id)
+    pruned = pruned + 1
+  else
+    redis.call('ZADD', KEYS[2], 'LT', now, id)
+    redis.call('ZADD', KEYS[2], 'NX', now, id)
+    due = due + 1
+  end
+end
+if due > 0 then
+  redis.call('RPUSH', KEYS[3], '1')
+  redis.call('LTRIM', KEYS[3], 0, 63)
+end
+return {due, pruned}
+"""
+)
+
+GCRA = (
+    SERVER_NOW
+    + """
+-- Global request budget (generic cell rate algorithm), on the server's clock. Returns the
+-- wait in ms, as a string; '0' means the requests may go now. force=1 spends the budget
+-- even when exhausted (a follow-up request that must not be split from its first one).
+-- The value is `tat|request id`: a re-sent spend that already went through is not spent twice.
+-- KEYS: rate; ARGV: interval_ms, burst, quantity, force, request id
+local now = server_now() * 1000
+local interval = tonumber(ARGV[1])
+local raw = redis.call('GET', KEYS[1])
+local tat = now
+if raw then
+  local stored, req = string.match(raw, '^([^|]+)|(.*)$')
+  if req == ARGV[5] then return '0' end
+  tat = tonumber(stored or raw) or now
+end
 if tat < now then tat = now end
-local new_tat = tat + tonumber(ARGV[4]) * interval
-local allow_at = new_tat - tonumber(ARGV[3]) * interval
-if ARGV[5] ~= '1' and allow_at > now then return tostring(allow_at - now) end
-redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(new_tat - now + 1000))
+local new_tat = tat + tonumber(ARGV[3]) * interval
+local allow_at = new_tat - tonumber(ARGV[2]) * interval
+if ARGV[4] ~= '1' and allow_at > now then return tostring(allow_at - now) end
+redis.call('SET', KEYS[1], tostring(new_tat) .. '|' .. ARGV[5], 'PX',
+           math.ceil(new_tat - now + 1000))
 return '0'
 """
+)
 
-TAKE_TICKET = """
+TAKE_TICKET = (
+    SERVER_NOW
+    + """
 -- The ticket names the task it was published for: a late duplicate of another task (a
 -- start arriving after the job moved on to polling) must not use up the poll's ticket.
--- KEYS: job; ARGV: task
-if redis.call('HGET', KEYS[1], 'ticket') == ARGV[1] then
+-- The taker becomes the job's owner for this epoch; its heartbeat keeps the lease alive.
+-- The job joins the worker's list at once (the next heartbeat keeps it there), so a dead
+-- worker's heartbeat-watchers find it even before its next beat; and its lease becomes the
+-- short one of a held task (renewed while the worker lists it), so a task that ends without
+-- a save (Redis full or away) leaves its job a few seconds behind, not a whole lease.
+-- Returns the epoch (the fencing token of every save this task makes), or 0.
+-- KEYS: job, worker_jobs, due; ARGV: task, worker id, request id, job id, held lease (s)
+local f = redis.call('HMGET', KEYS[1], 'ticket', 'taker', 'epoch')
+if f[1] == ARGV[1] then
+  local now = server_now()
   redis.call('HDEL', KEYS[1], 'ticket')
-  return 1
+  redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'taken_at', tostring(now), 'taker', ARGV[3])
+  redis.call('SADD', KEYS[2], ARGV[4])
+  redis.call('ZADD', KEYS[3], 'XX', now + tonumber(ARGV[5]), ARGV[4])
+  return tonumber(f[3] or '0')
 end
+if f[2] == ARGV[3] then return tonumber(f[3] or '0') end  -- this same take, re-sent
 return 0
 """
+)
 
-TAKE_CANCEL = """
--- Exactly one task acts on a cancel request: `requested` becomes `taken:<when>`. A take
--- older than the lease (its worker died) may be taken again.
--- KEYS: job; ARGV: now, stale_before
+TAKE_CANCEL = (
+    SERVER_NOW
+    + """
+-- Exactly one task acts on a cancel request: `requested` becomes `taken:<when>:<request>`.
+-- A take older than the lease (its worker died) may be taken again.
+-- KEYS: job; ARGV: lease_s, request id
 local flag = redis.call('HGET', KEYS[1], 'cancel')
 if not flag then return 0 end
-local taken_at = tonumber(string.match(flag, '^taken:(.+)$') or '')
-if flag == 'requested' or (taken_at and taken_at < tonumber(ARGV[2])) then
-  redis.call('HSET', KEYS[1], 'cancel', 'taken:' .. ARGV[1])
+local when, req = string.match(flag, '^taken:([^:]+):(.*)$')
+if req == ARGV[2] then return 1 end
+local now = server_now()
+if flag == 'requested' or (when and tonumber(when) < now - tonumber(ARGV[1])) then
+  redis.call('HSET', KEYS[1], 'cancel', 'taken:' .. tostring(now) .. ':' .. ARGV[2])
   return 1
 end
 return 0
 """
+)
 
 WEBHOOK_POKE = """
 -- A verified provider webhook says a run, response or session changed: make its job's poll
@@ -294,3 +423,50 @@ if redis.call('DEL', KEYS[2]) == 1
 end
 return 0
 """
+
+
+HEARTBEAT = (
+    SERVER_NOW
+    + """
+-- A worker process is alive and running these jobs (replaces the last list); and, since
+-- every live worker beats, the beat is also where dead ones are found: a worker whose
+-- heartbeat lapsed is dead, and the jobs its tasks held (and still own), those whose messages
+-- it had received or claimed but not started (ticket still there), are made due now and their
+-- epoch moves on, so a worker that was only cut off can no longer save them.
+-- Per worker, not per job: one call a beat, whatever the number of tasks.
+-- Returns {server time, jobs moved on}.
+-- KEYS: workers, worker_jobs, due, wake
+-- ARGV: worker id, jobs ttl (ms), dead_after_s, job_prefix, worker_prefix, worker_suffix,
+--       job ids...
+local now = server_now()
+local moved = 0
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]),
+                        'LIMIT', 0, 100)
+for _, worker in ipairs(dead) do
+  local jobs = ARGV[5] .. worker .. ARGV[6]
+  for _, id in ipairs(redis.call('SMEMBERS', jobs)) do
+    local key = ARGV[4] .. id
+    local f = redis.call('HMGET', key, 'owner', 'next', 'ticket')
+    if (f[1] == worker or (not f[1] and f[3])) and f[2] and f[2] ~= '' then
+      redis.call('HDEL', key, 'owner')
+      redis.call('HINCRBY', key, 'epoch', 1)
+      redis.call('ZADD', KEYS[3], now, id)
+      moved = moved + 1
+    end
+  end
+  redis.call('DEL', jobs)
+  redis.call('ZREM', KEYS[1], worker)
+end
+if moved > 0 then
+  redis.call('RPUSH', KEYS[4], '1')
+  redis.call('LTRIM', KEYS[4], 0, 63)
+end
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('DEL', KEYS[2])
+if #ARGV > 6 then
+  redis.call('SADD', KEYS[2], unpack(ARGV, 7))
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
+return {tostring(now), moved}
+"""
+)

@@ -135,11 +135,11 @@ def on_timeout(job: JobRecord, now: float) -> Step:
     )
 
 
-def on_thread_created(job: JobRecord, thread_id: str | None, lease_until: float) -> Step:
+def on_thread_created(job: JobRecord, thread_id: str | None) -> JobRecord:
     """Half-way through a start: the thread exists (None: the protocol needs none, e.g.
-    Responses without conversations). The same start goes on at once; only if it dies does
-    the job come back, when its lease ends."""
-    record = job.model_copy(
+    Responses without conversations). The same start goes on at once (the job stays
+    `pending` with its start's lease); only if it dies does the job come back."""
+    return job.model_copy(
         update={
             "thread_id": thread_id,
             "thread_created": True,
@@ -147,12 +147,10 @@ def on_thread_created(job: JobRecord, thread_id: str | None, lease_until: float)
             "maybe_started": True,
         }
     )
-    return Step(record, Task.START, lease_until)
 
 
-def on_message_added(job: JobRecord, message_id: str, lease_until: float) -> Step:
-    record = job.model_copy(update={"message_id": message_id, "maybe_started": True})
-    return Step(record, Task.START, lease_until)
+def on_message_added(job: JobRecord, message_id: str) -> JobRecord:
+    return job.model_copy(update={"message_id": message_id, "maybe_started": True})
 
 
 def on_started(

@@ -175,6 +175,11 @@ class JobRecord(BaseModel):
         default=False,
         description="A run may exist that askq has not recorded (a start was cut short).",
     )
+    stray_check: bool = Field(
+        default=False,
+        description="A run creation was sent and its answer lost: before the job ends, look "
+        "for runs of this job the server made anyway, and cancel them.",
+    )
     run_id: str | None = None
     run_ids: list[str] = Field(
         default_factory=list, description="Every run/response of this job, oldest first."

@@ -6,9 +6,15 @@ invisible to queue-length autoscaling and was lost or crashed workers on a Redis
 Here a due poll is a sorted-set entry until it is due, then a real queue entry.
 
 The same loop sweeps, under a short lock so one worker does it each interval: overdue jobs
-are made due (their task expires them), and in-flight slots of finished jobs are reclaimed.
-Claimed entries are re-scored to a lease end rather than removed, so a worker that dies
-between claiming and publishing (or while running the task) delays a job, never loses it.
+are made due (their task expires them), deadline entries of ended jobs are pruned, and
+in-flight slots of finished jobs are reclaimed. (The jobs of dead workers are found sooner,
+by the heartbeats of the live ones: worker/heartbeat.py.) Claimed entries are
+re-scored to a lease end rather than removed, so a worker that dies between claiming and
+publishing delays a job by a lease, never loses it.
+
+The loop also keeps the heartbeat file (ASKQ_HEARTBEAT_FILE) of the container probes: it is
+touched every round whatever Redis does, so liveness means "this loop is not stuck"; its
+content says whether Redis answered the last round (`ok`) or not, for readiness.
 """
 
 from __future__ import annotations
@@ -24,9 +30,12 @@ from typing import Any, ClassVar
 
 from celery import Celery, bootsteps
 
+from worker.dispatch import Claim, DispatchStore
 from worker.errors import StoreError
+from worker.heartbeat import Heartbeat, process_heartbeat
+from worker.limits import LimitStore
+from worker.redis_store import ServerClock, connect
 from worker.settings import Settings, get_settings
-from worker.store import Claim, JobStore, connect
 
 log = logging.getLogger("askq.pump")
 
@@ -38,22 +47,36 @@ PRECISE_WAIT_S = 0.05
 """Redis checks blocking-pop timeouts on its event loop tick (hz 10: up to 100 ms late,
 measured here), so the pump blocks until just before the next due time and sleeps the last
 stretch itself."""
+QUIET_S = 60.0
+"""While Redis stays away, the pump says so once a minute, not once a round."""
 
 
 class Pump:
-    def __init__(self, app: Celery, settings: Settings, store: JobStore | None = None) -> None:
+    def __init__(self, app: Celery, settings: Settings, beat: Heartbeat) -> None:
         self.app = app
         self.settings = settings
-        self.store = store or JobStore(connect(settings), settings)
+        self.beat = beat
+        client = connect(settings)
+        self.dispatch = DispatchStore(client, settings)
+        self.limits = LimitStore(client, settings)
+        self.clock = ServerClock()
         self.holder = f"{socket.gethostname()}:{os.getpid()}"
         self.stopping = threading.Event()
         self.heartbeat = Path(settings.heartbeat_file) if settings.heartbeat_file else None
         self.next_sweep = 0.0
         self.published = 0
+        self.failing_since: float | None = None
+        self.last_warning = 0.0
+        self.unpublished: list[Claim] = []
+        """Claims whose publication failed (a full or lost broker): published first next
+        round, with the ticket they already hold, rather than a whole lease later."""
 
     def publish(self, claims: list[Claim]) -> None:
+        pending = [*self.unpublished, *claims]
+        self.unpublished = pending
         with self.app.producer_or_acquire() as producer:
-            for claim in claims:
+            while self.unpublished:
+                claim = self.unpublished[0]
                 self.app.send_task(
                     claim.task,
                     args=[claim.job_id],
@@ -61,51 +84,80 @@ class Pump:
                     routing_key=claim.task,
                     producer=producer,
                 )
-        self.published += len(claims)
+                self.unpublished.pop(0)
+                self.beat.jobs.unreserve(claim.job_id)
+                self.published += 1
 
-    def sweep(self, now: float) -> None:
-        if not self.store.try_sweep_lock(self.holder, self.settings.sweep_interval_s * 0.9):
+    def sweep(self) -> None:
+        dispatch = self.dispatch
+        if not dispatch.try_sweep_lock(self.holder, self.settings.sweep_interval_s * 0.9):
             return
-        overdue = self.store.overdue(now)
-        if overdue:
-            self.store.make_due_now(overdue, now)
-        freed = self.store.reclaim_slots(now)
+        expired = dispatch.expire_overdue()
+        if expired.pruned:
+            log.info("sweep: pruned %d deadline entries of ended jobs", expired.pruned)
+        freed = self.limits.reclaim_slots()
         if freed:
             log.warning("sweep: reclaimed %d in-flight slots of finished jobs", freed)
 
     def once(self) -> float:
         """One round: claim and publish what is due, sweep when it is time. Returns how long
         the loop may wait for a wake-up before the next round."""
-        now = time.time()
-        if now >= self.next_sweep:
-            self.sweep(now)
-            self.next_sweep = now + self.settings.sweep_interval_s
+        if time.monotonic() >= self.next_sweep:
+            self.sweep()
+            self.next_sweep = time.monotonic() + self.settings.sweep_interval_s
+        if self.unpublished:
+            self.publish([])
+        claimed = self.dispatch.claim_due(CLAIM_BATCH, self.beat.worker_id)
+        self.clock.sync(claimed.now)
+        for claim in claimed.claims:
+            self.beat.jobs.reserve(claim.job_id)  # listed by this worker until published
+        if claimed.claims:
+            self.publish(claimed.claims)
+            if len(claimed.claims) == CLAIM_BATCH:
+                return 0.0
+        next_due = self.dispatch.next_due_at()
+        wait = IDLE_WAIT_S if next_due is None else next_due - self.clock.now()
+        return max(0.0, min(wait, IDLE_WAIT_S, self.next_sweep - time.monotonic()))
+
+    def alive(self, state: str) -> None:
+        """Touch the probes' heartbeat file: liveness reads its age, readiness its content."""
         if self.heartbeat is not None:
             with contextlib.suppress(OSError):  # a bad path must not stop the dispatching
-                self.heartbeat.touch()
-        claims = self.store.claim_due(now, CLAIM_BATCH)
-        if claims:
-            self.publish(claims)
-            if len(claims) == CLAIM_BATCH:
-                return 0.0
-        next_due = self.store.next_due_at()
-        wait = IDLE_WAIT_S if next_due is None else next_due - time.time()
-        return max(0.0, min(wait, IDLE_WAIT_S, self.next_sweep - time.time()))
+                self.heartbeat.write_text(state)
+
+    def trouble(self, what: str, exc: BaseException) -> None:
+        now = time.monotonic()
+        if self.failing_since is None:
+            self.failing_since = now
+        if now - self.last_warning >= QUIET_S:
+            self.last_warning = now
+            log.warning("pump: %s (%s); retrying every %.0f s", what, exc, ERROR_BACKOFF_S)
+
+    def recovered(self) -> None:
+        if self.failing_since is not None:
+            log.warning("pump: working again after %.1f s", time.monotonic() - self.failing_since)
+            self.failing_since = None
+            self.last_warning = 0.0
 
     def run(self) -> None:
         while not self.stopping.is_set():
             try:
                 wait = self.once()
+                self.recovered()
+                self.alive("ok")
                 if wait > BLOCKING_POP_SLACK_S + PRECISE_WAIT_S:
-                    self.store.wait_for_wake(wait - BLOCKING_POP_SLACK_S)
+                    self.dispatch.wait_for_wake(wait - BLOCKING_POP_SLACK_S)
                 elif wait > 0:
                     self.stopping.wait(wait)
             except StoreError as exc:
-                log.warning("pump: Redis unavailable (%s); retrying", exc)
+                self.alive(f"redis unavailable: {exc}")
+                self.trouble("Redis unavailable", exc)
                 self.stopping.wait(ERROR_BACKOFF_S)
-            except Exception:
-                # Broker hiccups (kombu raises its own types) must not end the pump thread.
-                log.exception("pump: unexpected error; retrying")
+            except Exception as exc:
+                # Broker failures (kombu raises its own types; a full Redis refuses the
+                # publish) must not end the pump thread.
+                self.alive(f"broker unavailable: {type(exc).__name__}")
+                self.trouble("cannot publish", exc)
                 self.stopping.wait(ERROR_BACKOFF_S)
 
 
@@ -122,7 +174,9 @@ class PumpStep(bootsteps.StartStopStep):
         self.thread: threading.Thread | None = None
 
     def start(self, parent: Any) -> None:
-        self.pump = Pump(parent.app, get_settings())
+        settings = get_settings()
+        # this process's heartbeat: what it claims, the messages it receives, its tasks
+        self.pump = Pump(parent.app, settings, process_heartbeat(settings))
         self.thread = threading.Thread(target=self.pump.run, name="askq-pump", daemon=True)
         self.thread.start()
 

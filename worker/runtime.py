@@ -1,4 +1,5 @@
-"""Per-process resources of a worker: settings, Redis, the HTTP pool, the adapter.
+"""Per-process resources of a worker: settings, Redis, the HTTP pool, the adapter, the
+heartbeat and the server clock.
 
 Prefork forks after import, so nothing here is created at import time: `runtime()` builds
 them on first use in each process (checked by pid) and the children never share a socket.
@@ -17,13 +18,16 @@ import httpx
 import redis
 
 from worker.adapters.assistants import AssistantsAdapter
-from worker.adapters.base import Adapter
+from worker.adapters.base import Adapter, Bounds
 from worker.adapters.responses import Always, Conversations, ResponsesAdapter
 from worker.conversations import ConversationSwitch
+from worker.heartbeat import RunningJobs, process_heartbeat
+from worker.limits import LimitStore
 from worker.machine import PollPolicy
 from worker.models import JobRecord
+from worker.redis_store import ServerClock, connect
 from worker.settings import Settings, get_settings
-from worker.store import JobStore, connect
+from worker.store import JobStore
 from worker.tools import REGISTRY, ToolRegistry
 from worker.webhook_index import RunIndex
 
@@ -40,11 +44,14 @@ def http_client(settings: Settings) -> httpx.Client:
         headers[settings.api_key_header] = key
     elif key:
         headers["Authorization"] = f"Bearer {key}"
+    # httpx bounds each read, not the request: HttpApi enforces the total deadline between
+    # reads, so no single read may outlast it either
+    deadline = settings.request_deadline_s
     return httpx.Client(
         base_url=settings.api_base + "/",
         headers=headers,
         params=settings.api_params,
-        timeout=httpx.Timeout(settings.http_timeout_s, connect=10.0),
+        timeout=httpx.Timeout(min(settings.http_timeout_s, deadline), connect=min(10.0, deadline)),
         limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
     )
 
@@ -68,6 +75,7 @@ def make_adapter(
     conversations: Conversations | None = None,
 ) -> Adapter:
     specs = tool_specs_for(registry, settings.api_style)
+    bounds = Bounds.from_settings(settings)
     if settings.api_style == "responses":
         adapter: Adapter = ResponsesAdapter(
             client,
@@ -76,6 +84,7 @@ def make_adapter(
             hook=hook,
             budget=budget,
             conversations=conversations or Always(settings.responses_conversations),
+            bounds=bounds,
         )
         return adapter
     if settings.api_style == "agents":
@@ -88,9 +97,15 @@ def make_adapter(
             tool_specs=specs,
             hook=hook,
             budget=budget,
+            bounds=bounds,
         )
     return AssistantsAdapter(
-        client, assistant_id=settings.assistant_id, tool_specs=specs, hook=hook, budget=budget
+        client,
+        assistant_id=settings.assistant_id,
+        tool_specs=specs,
+        hook=hook,
+        budget=budget,
+        bounds=bounds,
     )
 
 
@@ -108,6 +123,10 @@ class Runtime:
     settings: Settings
     redis: redis.Redis
     store: JobStore
+    limits: LimitStore
+    clock: ServerClock
+    worker_id: str
+    jobs: RunningJobs
     http: httpx.Client
     adapter: Adapter
     policy: PollPolicy
@@ -121,6 +140,10 @@ class Runtime:
         with contextlib.suppress(redis.RedisError):
             self.redis.hincrby(self.store.keys.api_requests, f"{route} {status}", 1)
 
+    def count_stray(self, run_id: str) -> None:
+        with contextlib.suppress(redis.RedisError):
+            self.redis.incr(self.store.keys.stray_runs)
+
 
 _lock = threading.Lock()
 _runtime: Runtime | None = None
@@ -129,10 +152,15 @@ _runtime: Runtime | None = None
 def build_runtime(settings: Settings, registry: ToolRegistry = REGISTRY) -> Runtime:
     client = connect(settings)
     http = http_client(settings)
+    beat = process_heartbeat(settings)
     runtime = Runtime(
         settings=settings,
         redis=client,
         store=JobStore(client, settings),
+        limits=LimitStore(client, settings),
+        clock=beat.clock,
+        worker_id=beat.worker_id,
+        jobs=beat.jobs,
         http=http,
         adapter=None,  # type: ignore[arg-type]
         policy=poll_policy(settings),
@@ -141,13 +169,13 @@ def build_runtime(settings: Settings, registry: ToolRegistry = REGISTRY) -> Runt
         pid=os.getpid(),
         runs=RunIndex(client, settings) if settings.webhooks_on else None,
     )
-    store = runtime.store
+    limits = runtime.limits
     runtime.adapter = make_adapter(
         settings,
         http,
         registry,
         runtime.count_request,
-        lambda follow_up: store.spend_requests(1, force=follow_up),
+        lambda follow_up: limits.spend_requests(1, force=follow_up),
         ConversationSwitch(client, settings),
     )
     return runtime

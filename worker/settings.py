@@ -75,6 +75,15 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(default=2.0, gt=0)
     lease_margin_s: float = Field(default=5.0, gt=0)
     heartbeat_file: str = ""
+    request_deadline_s: float = Field(default=60.0, gt=0)
+    heartbeat_s: float = Field(default=1.0, gt=0)
+    worker_dead_after_s: float = Field(default=3.0, gt=0)
+    redis_high_water_pct: float = Field(default=90.0, gt=0, le=100)
+    max_response_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_answer_pages: int = Field(default=20, ge=1)
+    max_answer_chars: int = Field(default=1_000_000, ge=1)
+    max_tool_calls: int = Field(default=32, ge=1)
+    max_tool_argument_bytes: int = Field(default=256 * 1024, ge=1)
 
     webhook_secret: SecretStr = SecretStr("")
     """The provider's `whsec_...` signing secret: setting it turns webhooks on."""
@@ -129,8 +138,18 @@ class Settings(BaseSettings):
             )
         try:
             parts.port  # noqa: B018 - parsing it is the check
-        except ValueError as exc:
-            raise ValueError(f"ASKQ_REDIS_URL has a bad port: {exc}") from None
+        except ValueError:
+            # never echo the parser's message: it quotes the text it took for a port, which
+            # is part of the password when the password holds '/', '@' or ':'
+            raise ValueError(
+                "ASKQ_REDIS_URL has a bad port (percent-encode '/', '@' and ':' in a password)"
+            ) from None
+        if not parts.hostname or "@" in parts.path:
+            # `redis://:pa/ss@host` parses as host '' and path '/ss@host': the host would be
+            # localhost and a piece of the password would travel as a database name
+            raise ValueError(
+                "ASKQ_REDIS_URL has no host (percent-encode '/', '@' and ':' in a password)"
+            )
         return value
 
     @model_validator(mode="after")
@@ -179,9 +198,26 @@ class Settings(BaseSettings):
 
     @property
     def lease_s(self) -> float:
-        """How long a dispatched task may run before the sweep hands its job to another worker:
-        a task makes at most a few API calls, each bounded by the HTTP timeout."""
+        """How long a published task message may stay untaken before the pump publishes it
+        again (it was lost, or its worker died before taking it). Once taken, the task's
+        lease lives as long as its worker's heartbeat, up to `task_bound_s`."""
         return 2 * self.http_timeout_s + self.lease_margin_s
+
+    @property
+    def held_lease_s(self) -> float:
+        """The lease of a task that has taken its message: short, because its worker's
+        heartbeat renews it while the task runs; when the task ends without a save (Redis
+        full or away), its job comes back this soon instead of a whole lease later."""
+        return self.worker_dead_after_s + self.heartbeat_s + self.lease_margin_s
+
+    @property
+    def task_bound_s(self) -> float:
+        """The longest a task can legitimately run: the most API requests one task makes
+        (a start's thread, look-up and run, or a poll and every answer page), each within
+        the request deadline, plus its tools. A task on a live worker past this is stuck:
+        its job goes to another worker and the stuck task's saves are refused (fencing)."""
+        requests = 3 + self.max_answer_pages
+        return requests * self.request_deadline_s + self.tool_timeout_s + self.lease_margin_s
 
 
 def load_settings(**overrides: object) -> Settings:

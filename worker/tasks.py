@@ -1,32 +1,53 @@
 """The four Celery tasks. Each takes a job id only and is a thin shell around `driver`.
 
 A task first takes its job's ticket (set when the pump published this message): a duplicate
-or redelivered message finds none and does nothing. Cancels use their own flag instead, so
-they never wait for a ticket held by a poll.
+or redelivered message finds none and does nothing; the ticket gives the task the epoch that
+fences its saves. While it runs, the job is listed in this process's heartbeat, which keeps
+its lease alive. Cancels use their own flag instead, so they never wait for a ticket held by
+a poll.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from worker import driver
 from worker.application import app
-from worker.errors import StoreError
+from worker.driver import Held
+from worker.errors import ClaimLost, StoreError
 from worker.runtime import Runtime, runtime
 
 log = logging.getLogger("askq")
 
+QUIET_S = 30.0
+_last_store_warning = 0.0
 
-def _run(step: Callable[[Runtime, str], object], job_id: str, *, ticket: str | None) -> None:
+
+def _store_unavailable(job_id: str, exc: StoreError) -> None:
+    """While Redis is away (or full) every task fails the same way: say so now and then."""
+    global _last_store_warning
+    now = time.monotonic()
+    if now - _last_store_warning >= QUIET_S:
+        _last_store_warning = now
+        log.warning("job %s: job store unavailable (%s); its lease brings it back", job_id, exc)
+
+
+def _run(step: Callable[[Runtime, Held], object], job_id: str, *, ticket: str | None) -> None:
     try:
         rt = runtime()
-        if ticket is not None and not rt.store.take_ticket(job_id, ticket):
-            return
-        step(rt, job_id)
+        with rt.jobs.running(job_id):
+            fence = None
+            if ticket is not None:
+                fence = rt.store.take_ticket(job_id, ticket, rt.worker_id)
+                if fence is None:
+                    return
+            step(rt, Held(job_id, fence))
+    except ClaimLost as exc:
+        log.info("%s; this task stops", exc)
     except StoreError as exc:
-        # Redis is away: the job's lease in the due set brings it back once Redis is.
-        log.warning("job %s: job store unavailable (%s); the sweep will retry", job_id, exc)
+        _store_unavailable(job_id, exc)
     except Exception:
         log.exception("job %s: unexpected error; the sweep will retry after its lease", job_id)
 

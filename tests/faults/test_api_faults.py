@@ -60,7 +60,7 @@ def test_in_flight_limit_holds_across_four_workers(make_askq: Callable[..., Askq
     stats = deployment.emulator.stats()
     print(f"\nmax active runs seen by the API: {stats['max_active_runs']} (limit 20)")
     assert 10 <= stats["max_active_runs"] <= 20
-    assert deployment.client.store.inflight_count() == 0
+    assert deployment.client.store.redis.zcard(deployment.client.store.keys.inflight) == 0
     waiting = deployment.client.store.redis.zcard(deployment.client.store.keys.waiting)
     assert waiting == 0
 

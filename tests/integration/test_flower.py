@@ -73,7 +73,7 @@ def test_flower_shows_askq_tasks_by_name_with_only_a_job_id(
     questions.append(f'Use a tool ({MARKER}) [tool:calculate {{"expression": "6 * 7"}}]')
     batch_id = deployment.client.submit_batch(questions)
     deployment.client.wait(batch_id, timeout=60)
-    job_ids = deployment.client.store.batch_job_ids(batch_id)
+    job_ids = deployment.client.batch_store.batch_job_ids(batch_id)
 
     def every_job_seen() -> dict[str, dict[str, Any]] | None:
         tasks: dict[str, dict[str, Any]] = flower.tasks()
@@ -156,7 +156,7 @@ def test_flower_tasks_page_renders_askq_tasks_in_chromium(
     deployment, flower = watched
     batch_id = deployment.client.submit_batch([f"What is {i} - 1?" for i in range(4)])
     deployment.client.wait(batch_id, timeout=60)
-    last = deployment.client.store.batch_job_ids(batch_id)[-1]
+    last = deployment.client.batch_store.batch_job_ids(batch_id)[-1]
     wait_until(lambda: flower.shows(last), 30, what="Flower to show the batch")
     known = set(flower.tasks())
 

@@ -51,7 +51,7 @@ def test_sigterm_mid_batch_exits_cleanly_and_the_other_worker_finishes(
     batch_id = deployment.client.submit_batch([f"What is {i} + 9?" for i in range(JOBS)])
 
     def mid_batch() -> int:
-        done = deployment.client.store.batch_counts(batch_id).get(JobStatus.COMPLETED, 0)
+        done = deployment.client.batch_store.batch_counts(batch_id).get(JobStatus.COMPLETED, 0)
         busy = leaving.output().count("succeeded in") >= 20
         return done if busy and done >= JOBS // 5 else 0
 

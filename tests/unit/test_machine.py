@@ -219,6 +219,7 @@ def next_for(job: JobRecord) -> Task | None:
 
 EVENTS = st.sampled_from(
     ["started", "thread", "cancel", "timeout", "retryable", "busy", "final", "tools"]
+    + ["cancel_retryable"]
     + [f"snap:{s}" for s in RUN_STATUS]
     + ["snap:unknown"]
 )
@@ -229,19 +230,19 @@ def apply(record: JobRecord, event: str, now: float) -> Step | None:
     if event == "started" and record.status is JobStatus.PENDING:
         return machine.on_started(record, snap("queued"), now, POLICY, r)
     if event == "thread" and record.status is JobStatus.PENDING:
-        return machine.on_thread_created(record, "t", now)
+        return Step(machine.on_thread_created(record, "t"), Task.START, now + 60)
     if event == "cancel":
         return machine.on_cancel_requested(record, now)
     if event == "timeout":
         return machine.on_timeout(record, now)
-    if event in ("retryable", "busy", "final"):
+    if event in ("retryable", "busy", "final", "cancel_retryable"):
         error = {
             "retryable": RetryableApiError("x"),
             "busy": ThreadBusy("x"),
             "final": FinalApiError("x"),
+            "cancel_retryable": RetryableApiError("x"),
         }[event]
-        task = next_for(record) or Task.POLL
-        return machine.on_api_error(record, error, task, now, POLICY, r, 3)
+        return machine.on_api_error(record, error, failed_task(record, event), now, POLICY, r, 3)
     if event == "tools" and record.status is JobStatus.REQUIRES_ACTION:
         return machine.on_tools_done(record, snap("in_progress"), now, POLICY, r)
     if event.startswith("snap:") and record.status in (
@@ -251,6 +252,13 @@ def apply(record: JobRecord, event: str, now: float) -> Step | None:
     ):
         return machine.on_snapshot(record, snap(event[5:], answer="a"), now, POLICY, r)
     return None
+
+
+def failed_task(record: JobRecord, event: str) -> Task:
+    """The task whose API call failed: the cancel task's remote cancel, or the job's own."""
+    if event == "cancel_retryable":
+        return Task.CANCEL
+    return next_for(record) or Task.POLL
 
 
 @settings(max_examples=300, deadline=None)
@@ -271,8 +279,9 @@ def test_no_event_sequence_leaves_a_live_job_without_a_next_task(events: list[st
             assert step.record.finished_at is not None
         else:
             assert step.task is not None and step.at is not None and step.at >= now
-            assert step.task is next_for(step.record) or (
-                step.task is Task.CANCEL or step.record.status is JobStatus.PENDING
-            )
+            # the task the status calls for; after a failed call, that same task again
+            failed = event in ("retryable", "busy", "final", "cancel_retryable")
+            expected = failed_task(record, event) if failed else next_for(step.record)
+            assert step.task is expected, (event, record.status, step.record.status)
         record = step.record
         now += 1.0

@@ -2,17 +2,58 @@
 
 from __future__ import annotations
 
-import time
+from dataclasses import dataclass
 
 import pytest
 import redis
 
+from worker.batches import BatchStore
+from worker.dispatch import DispatchStore
 from worker.durations import Durations
+from worker.limits import LimitStore
 from worker.machine import Task
 from worker.models import JobRequest
+from worker.redis_store import connect
 from worker.settings import Settings, load_settings
 from worker.states import JobStatus
-from worker.store import JobStore, connect
+from worker.store import JobStore
+
+
+@dataclass
+class Stores:
+    jobs: JobStore
+    batches: BatchStore
+    dispatch: DispatchStore
+    limits: LimitStore
+
+    @property
+    def redis(self) -> redis.Redis:
+        return self.jobs.redis
+
+    def now(self) -> float:
+        return self.jobs.server_time()
+
+    def claimed(self, limit: int = 10) -> list[str]:
+        return [c.job_id for c in self.dispatch.claim_due(limit, "pump").claims]
+
+    def end(self, job_id: str, status: JobStatus = JobStatus.COMPLETED) -> None:
+        loaded = self.jobs.load(job_id)
+        record = loaded.record.model_copy(update={"status": status})
+        self.jobs.transition(loaded, record, next_task=None, due_at=None, now=self.now())
+
+    def lapse(self, job_id: str) -> None:
+        """Make the job's due entry (its lease) run out now, as time passing would."""
+        self.redis.zadd(self.jobs.keys.due, {job_id: self.now() - 1})
+
+
+def make_stores(settings: Settings) -> Stores:
+    client = connect(settings)
+    return Stores(
+        JobStore(client, settings),
+        BatchStore(client, settings),
+        DispatchStore(client, settings),
+        LimitStore(client, settings),
+    )
 
 
 @pytest.fixture
@@ -21,60 +62,66 @@ def settings(redis_url: str) -> Settings:
 
 
 @pytest.fixture
-def store(settings: Settings) -> JobStore:
-    return JobStore(connect(settings), settings)
+def stores(settings: Settings) -> Stores:
+    return make_stores(settings)
 
 
-def submit(store: JobStore, n: int = 1, **fields: object) -> list[str]:
+def submit(stores: Stores, n: int = 1, **fields: object) -> list[str]:
     requests = [JobRequest(question=f"q{i}", **fields) for i in range(n)]  # type: ignore[arg-type]
-    return store.submit(requests, batch=n > 1).job_ids
+    return stores.batches.submit(requests, batch=n > 1).job_ids
 
 
-def test_submit_makes_jobs_due_and_counted(store: JobStore) -> None:
-    ids = submit(store, 3)
-    claims = store.claim_due(time.time(), 10)
+def test_submit_makes_jobs_due_and_counted(stores: Stores) -> None:
+    ids = submit(stores, 3)
+    claims = stores.dispatch.claim_due(10, "pump").claims
     # starts are admitted only with a free slot (2 here); the third waits, unpublished
     assert sorted(c.job_id for c in claims) == sorted(ids[:2])
     assert {c.task for c in claims} == {"askq.start"}
-    assert store.redis.zscore(store.keys.waiting, ids[2]) is not None
-    assert store.counts()[JobStatus.PENDING] == 3
+    assert stores.redis.zscore(stores.jobs.keys.waiting, ids[2]) is not None
+    assert stores.jobs.counts()[JobStatus.PENDING] == 3
 
 
-def test_transition_is_compare_and_set(store: JobStore) -> None:
-    (job_id,) = submit(store)
+def test_transition_is_compare_and_set(stores: Stores) -> None:
+    store = stores.jobs
+    (job_id,) = submit(stores)
     loaded = store.load(job_id)
+    now = stores.now()
     first = loaded.record.model_copy(update={"status": JobStatus.RUNNING, "run_id": "r1"})
-    assert store.transition(loaded, first, next_task="askq.poll", due_at=time.time()) is not None
+    assert store.transition(loaded, first, next_task="askq.poll", due_at=now, now=now)
     stale = loaded.record.model_copy(update={"status": JobStatus.RUNNING, "run_id": "r2"})
-    assert store.transition(loaded, stale, next_task="askq.poll", due_at=time.time()) is None
+    assert store.transition(loaded, stale, next_task="askq.poll", due_at=now, now=now) is None
     assert store.load(job_id).record.run_id == "r1"
     assert store.load(job_id).version == loaded.version + 1
 
 
-def test_ticket_is_taken_once_per_claim(store: JobStore) -> None:
-    (job_id,) = submit(store)
-    assert not store.take_ticket(job_id, "askq.start")  # not yet published
-    store.claim_due(time.time(), 10)
-    assert not store.take_ticket(job_id, "askq.poll")  # a stale message of another task
-    assert store.take_ticket(job_id, "askq.start")
-    assert not store.take_ticket(job_id, "askq.start")  # a duplicate message
+def test_ticket_is_taken_once_per_claim(stores: Stores) -> None:
+    store = stores.jobs
+    (job_id,) = submit(stores)
+    assert store.take_ticket(job_id, "askq.start", "w1") is None  # not yet published
+    stores.claimed()
+    assert store.take_ticket(job_id, "askq.poll", "w1") is None  # a stale message of another task
+    assert store.take_ticket(job_id, "askq.start", "w1") == 1
+    assert store.take_ticket(job_id, "askq.start", "w1") is None  # a duplicate message
 
 
-def test_claimed_entry_stays_as_a_lease(store: JobStore, settings: Settings) -> None:
-    (job_id,) = submit(store)
-    now = time.time()
-    store.claim_due(now, 10)
-    assert store.claim_due(now + 1, 10) == []
-    again = store.claim_due(now + settings.lease_s + 1, 10)
-    assert [c.job_id for c in again] == [job_id]  # a lost message is re-dispatched
+def test_claimed_entry_stays_as_a_lease(stores: Stores, settings: Settings) -> None:
+    (job_id,) = submit(stores)
+    before = stores.now()
+    stores.claimed()
+    lease = stores.redis.zscore(stores.jobs.keys.due, job_id)
+    assert lease is not None and lease >= before + settings.lease_s
+    assert stores.claimed() == []
+    stores.lapse(job_id)
+    assert stores.claimed() == [job_id]  # a lost message is re-dispatched
 
 
-def test_terminal_transition_cleans_every_index(store: JobStore, settings: Settings) -> None:
-    (job_id,) = submit(store)
+def test_terminal_transition_cleans_every_index(stores: Stores, settings: Settings) -> None:
+    store = stores.jobs
+    (job_id,) = submit(stores)
     loaded = store.load(job_id)
-    assert store.acquire_slot(job_id, time.time())
+    assert stores.limits.acquire_slot(job_id)
     done = loaded.record.model_copy(update={"status": JobStatus.COMPLETED, "answer": "a"})
-    store.transition(loaded, done, next_task=None, due_at=None)
+    store.transition(loaded, done, next_task=None, due_at=None, now=stores.now())
     r = store.redis
     k = store.keys
     assert r.zscore(k.due, job_id) is None
@@ -86,58 +133,65 @@ def test_terminal_transition_cleans_every_index(store: JobStore, settings: Setti
     assert store.counts()[JobStatus.PENDING] == 0
 
 
-def test_slots_are_handed_to_waiters_in_order(store: JobStore) -> None:
-    ids = submit(store, 4)
-    now = time.time()
-    assert [c.job_id for c in store.claim_due(now, 10)] == ids[:2]
-    assert [store.acquire_slot(i, now) for i in ids[:2]] == [True, True]
-    assert store.acquire_slot(ids[3], now) is False  # a start arriving anyway waits its turn
-    assert store.inflight_count() == 2
+def test_slots_are_handed_to_waiters_in_order(stores: Stores) -> None:
+    store, limits = stores.jobs, stores.limits
+    ids = submit(stores, 4)
+    assert stores.claimed() == ids[:2]
+    assert [limits.acquire_slot(i) for i in ids[:2]] == [True, True]
+    assert limits.acquire_slot(ids[3]) is False  # a start arriving anyway waits its turn
+    assert limits.inflight_count() == 2
     first = store.load(ids[0])
     done = first.record.model_copy(update={"status": JobStatus.FAILED})
-    store.transition(first, done, next_task=None, due_at=None)
+    store.transition(first, done, next_task=None, due_at=None, now=stores.now())
     # the freed slot went to the first waiter, which is due again
     assert store.redis.zscore(store.keys.inflight, ids[2]) is not None
     assert store.redis.zscore(store.keys.inflight, ids[3]) is None
-    assert [c.job_id for c in store.claim_due(time.time(), 10)] == [ids[2]]
+    assert stores.claimed() == [ids[2]]
 
 
-def test_overdue_waiting_job_is_published_to_expire(store: JobStore, settings: Settings) -> None:
-    ids = submit(store, 3)
-    store.claim_due(time.time(), 10)
-    later = time.time() + settings.job_timeout_s + 1
-    store.make_due_now([ids[2]], later)
-    assert ids[2] in [c.job_id for c in store.claim_due(later, 10)]
+def test_overdue_waiting_job_is_published_to_expire(stores: Stores) -> None:
+    ids = submit(stores, 3)
+    stores.claimed()
+    stores.redis.zadd(stores.jobs.keys.deadlines, {ids[2]: stores.now() - 1})
+    assert stores.dispatch.expire_overdue().due == 1
+    assert ids[2] in stores.claimed()
 
 
-def test_jobs_on_one_thread_are_due_one_at_a_time(store: JobStore) -> None:
-    ids = store.submit(
+def test_deadline_entries_of_ended_or_vanished_jobs_are_pruned(stores: Stores) -> None:
+    """Enough stale entries would fill every sweep's window and starve real timeouts."""
+    store = stores.jobs
+    ids = submit(stores, 3)
+    past = stores.now() - 1
+    stores.redis.zadd(store.keys.deadlines, dict.fromkeys(ids, past))
+    stores.redis.delete(store.keys.job(ids[0]))  # its results expired
+    stores.end(ids[1])  # ended, while its deadline entry stayed (written by an older version)
+    stores.redis.zadd(store.keys.deadlines, {ids[1]: past})
+    expired = stores.dispatch.expire_overdue()
+    assert (expired.due, expired.pruned) == (1, 2)
+    assert stores.redis.zrange(store.keys.deadlines, 0, -1) == [ids[2].encode()]
+
+
+def test_jobs_on_one_thread_are_due_one_at_a_time(stores: Stores) -> None:
+    ids = stores.batches.submit(
         [JobRequest(question=f"q{i}", thread_id="thread_x") for i in range(3)], batch=True
     ).job_ids
-    assert [c.job_id for c in store.claim_due(time.time(), 10)] == [ids[0]]
-    head = store.load(ids[0])
-    store.transition(
-        head,
-        head.record.model_copy(update={"status": JobStatus.COMPLETED}),
-        next_task=None,
-        due_at=None,
-    )
-    assert [c.job_id for c in store.claim_due(time.time(), 10)] == [ids[1]]
+    assert stores.claimed() == [ids[0]]
+    stores.end(ids[0])
+    assert stores.claimed() == [ids[1]]
 
 
-def test_reclaim_frees_slots_of_vanished_jobs(store: JobStore) -> None:
-    ids = submit(store, 3)
-    now = time.time()
+def test_reclaim_frees_slots_of_vanished_jobs(stores: Stores) -> None:
+    ids = submit(stores, 3)
     for job_id in ids:
-        store.acquire_slot(job_id, now)
-    store.redis.delete(store.keys.job(ids[0]))
-    assert store.reclaim_slots(now) == 1
-    assert store.redis.zscore(store.keys.inflight, ids[2]) is not None
+        stores.limits.acquire_slot(job_id)
+    stores.redis.delete(stores.jobs.keys.job(ids[0]))
+    assert stores.limits.reclaim_slots() == 1
+    assert stores.redis.zscore(stores.jobs.keys.inflight, ids[2]) is not None
 
 
 def test_rate_limit_spends_a_shared_budget(redis_url: str) -> None:
     settings = load_settings(redis_url=redis_url, rate_limit_rpm=120)
-    one, two = (JobStore(connect(settings), settings) for _ in range(2))
+    one, two = (LimitStore(connect(settings), settings) for _ in range(2))
     # burst of 2 (one second's worth), then one request every 0.5 s, across both stores
     assert one.spend_requests(1) == 0.0
     assert two.spend_requests(1) == 0.0
@@ -147,8 +201,9 @@ def test_rate_limit_spends_a_shared_budget(redis_url: str) -> None:
     assert one.spend_requests(1) > wait
 
 
-def test_cancel_request_is_taken_once(store: JobStore) -> None:
-    (job_id,) = submit(store)
+def test_cancel_request_is_taken_once(stores: Stores) -> None:
+    store = stores.jobs
+    (job_id,) = submit(stores)
     assert store.request_cancel(job_id)
     assert store.take_cancel(job_id)
     assert not store.take_cancel(job_id)
@@ -165,31 +220,47 @@ def test_unreachable_redis_is_a_store_error() -> None:
         store.load("job_x")
 
 
-def test_next_task_is_recorded_for_the_pump(store: JobStore) -> None:
-    (job_id,) = submit(store)
+def test_next_task_is_recorded_for_the_pump(stores: Stores) -> None:
+    store = stores.jobs
+    (job_id,) = submit(stores)
     loaded = store.load(job_id)
     running = loaded.record.model_copy(update={"status": JobStatus.RUNNING})
-    store.transition(loaded, running, next_task=Task.POLL, due_at=time.time() - 1)
-    assert [(c.job_id, c.task) for c in store.claim_due(time.time(), 10)] == [(job_id, "askq.poll")]
+    now = stores.now()
+    store.transition(loaded, running, next_task=Task.POLL, due_at=now - 1, now=now)
+    claims = stores.dispatch.claim_due(10, "pump").claims
+    assert [(c.job_id, c.task) for c in claims] == [(job_id, "askq.poll")]
 
 
-def test_resubmitting_a_named_batch_skips_what_it_holds(store: JobStore) -> None:
+def test_resubmitting_a_named_batch_skips_what_it_holds(stores: Stores) -> None:
+    batches = stores.batches
     first = [JobRequest(question="q1", custom_id="a"), JobRequest(question="q2")]
-    one = store.submit(first, batch=True, name="nightly")
+    one = batches.submit(first, batch=True, name="nightly")
     again = [*first, JobRequest(question="q3", custom_id="c"), JobRequest(question="q2")]
-    two = store.submit(again, batch=True, name="nightly")
+    two = batches.submit(again, batch=True, name="nightly")
     assert two.batch_id == one.batch_id
     assert two.skipped == 2 and len(two.job_ids) == 2  # "q2" twice is two items
-    assert store.batch_size(one.batch_id) == 4
-    other = store.submit(first, batch=True, name="other")
+    assert one.batch_id is not None and batches.batch_size(one.batch_id) == 4
+    other = batches.submit(first, batch=True, name="other")
     assert other.batch_id != one.batch_id and other.skipped == 0
 
 
-def test_learned_durations_are_kept_per_key(store: JobStore) -> None:
-    assert store.durations("assistants:a") is None
-    store.learn_duration("assistants:a", running_at=0.0, done_at=4.0)
-    assert store.durations("assistants:a") == Durations(4.0, 4.0)
-    store.learn_duration("assistants:a", running_at=3.0, done_at=4.0)
-    learned = store.durations("assistants:a")
+def test_submitting_into_a_batch_adds_only_what_is_missing(stores: Stores) -> None:
+    """Every batch dedupes its items, named or not: `--into` finishes a partial submit."""
+    batches = stores.batches
+    items = [JobRequest(question=f"q{i}") for i in range(5)]
+    one = batches.submit(items[:3], batch=True)
+    assert one.batch_id is not None
+    two = batches.submit(items, batch=True, into=one.batch_id)
+    assert two.batch_id == one.batch_id and (len(two.job_ids), two.skipped) == (2, 3)
+    assert batches.batch_size(one.batch_id) == 5
+
+
+def test_learned_durations_are_kept_per_key(stores: Stores) -> None:
+    limits = stores.limits
+    assert limits.durations("assistants:a") is None
+    limits.learn_duration("assistants:a", running_at=0.0, done_at=4.0)
+    assert limits.durations("assistants:a") == Durations(4.0, 4.0)
+    limits.learn_duration("assistants:a", running_at=3.0, done_at=4.0)
+    learned = limits.durations("assistants:a")
     assert learned is not None and learned != Durations(4.0, 4.0)
-    assert store.durations("assistants:b") is None
+    assert limits.durations("assistants:b") is None

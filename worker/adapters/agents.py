@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from worker.adapters.base import Budget, HttpApi, RequestHook, ToolSpecs, poll_after
+from worker.adapters.base import Bounds, Budget, HttpApi, RequestHook, ToolSpecs, poll_after
 from worker.adapters.paging import every_item
 from worker.adapters.responses import token_usage
 from worker.errors import FinalApiError, RetryableApiError, ThreadBusy
@@ -68,8 +68,10 @@ class AgentsAdapter:
         tool_specs: ToolSpecs,
         hook: RequestHook | None = None,
         budget: Budget | None = None,
+        bounds: Bounds | None = None,
     ) -> None:
-        self.api = HttpApi(client, hook, budget)
+        self.api = HttpApi(client, hook, budget, bounds)
+        self.bounds = self.api.bounds
         self.agent_id = agent_id
         self.model = model
         self.tool_specs = tool_specs
@@ -212,6 +214,7 @@ class AgentsAdapter:
         if status == "waiting":
             with self.api.follow_up():
                 status, calls, error = self._actions(session_id, str(turn["id"]))
+            self.bounds.check_tool_calls(calls)
         elif status == "completed":
             with self.api.follow_up():
                 answer = self.answer(session_id, str(turn["id"]))
@@ -276,13 +279,18 @@ class AgentsAdapter:
             params={"order": "asc"},
             headers=BETA,
         )
-        return "\n\n".join(
-            message_text(item)
-            for item in items
-            if item.get("type") == "message"
-            and item.get("role") == "assistant"
-            and item.get("phase") != "commentary"
-        )
+        texts: list[str] = []
+        chars = 0
+        for item in items:
+            if (
+                item.get("type") == "message"
+                and item.get("role") == "assistant"
+                and item.get("phase") != "commentary"
+            ):
+                texts.append(message_text(item))
+                chars += len(texts[-1])
+                self.bounds.check_answer(chars)
+        return "\n\n".join(texts)
 
     def _send(self, job: JobRecord, events: list[dict[str, Any]], *purpose: str) -> None:
         assert job.thread_id is not None
@@ -317,6 +325,14 @@ class AgentsAdapter:
         )
         return Snapshot(status="in_progress", run_id=job.run_id, thread_id=job.thread_id)
 
-    def cancel(self, job: JobRecord) -> None:
-        assert job.run_id is not None
-        self._send(job, [{"type": "agent.session.input.cancel"}], "cancel", job.run_id)
+    def stray_runs(self, job: JobRecord) -> list[str]:
+        """None can exist: every creation and input carries an Idempotency-Key, so a retry
+        after a lost answer is the same request, acted on once by the server."""
+        return []
+
+    def cancel(self, job: JobRecord, run_id: str | None = None) -> None:
+        """The cancel event names no turn: it cancels the session's active one, which is the
+        job's own while the job is live (a stray cannot exist, see `stray_runs`)."""
+        turn = run_id or job.run_id
+        assert turn is not None
+        self._send(job, [{"type": "agent.session.input.cancel"}], "cancel", turn)

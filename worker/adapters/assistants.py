@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from worker.adapters.base import Budget, HttpApi, RequestHook, ToolSpecs, poll_after
+from worker.adapters.base import Bounds, Budget, HttpApi, RequestHook, ToolSpecs, poll_after
 from worker.adapters.paging import every_item
 from worker.errors import FinalApiError
 from worker.machine import Snapshot
@@ -25,6 +25,10 @@ BETA = {"OpenAI-Beta": "assistants=v2"}
 TEXT_STATUSES = frozenset({"completed", "incomplete"})
 """Runs whose messages hold text worth reading: an incomplete run's part is billed too."""
 RUN_LIST_LIMIT = 100
+ABANDONED = ("cancelling", "cancelled")
+"""Runs askq gave up on (a task that lost its claim cancels the run it could not record):
+never adopted, and never counted as strays."""
+DONE = ("completed", "failed", "incomplete", "expired")
 
 
 def _usage(raw: dict[str, Any] | None) -> Usage | None:
@@ -93,8 +97,10 @@ class AssistantsAdapter:
         tool_specs: ToolSpecs,
         hook: RequestHook | None = None,
         budget: Budget | None = None,
+        bounds: Bounds | None = None,
     ) -> None:
-        self.api = HttpApi(client, hook, budget)
+        self.api = HttpApi(client, hook, budget, bounds)
+        self.bounds = self.api.bounds
         self.assistant_id = assistant_id
         self.tool_specs = tool_specs
 
@@ -134,7 +140,8 @@ class AssistantsAdapter:
             message_id = str(response.json()["id"])
         return message_id
 
-    def find_run(self, job: JobRecord) -> Snapshot | None:
+    def _own_runs(self, job: JobRecord) -> list[dict[str, Any]]:
+        """This job's runs on its thread (newest first), by their `askq_job` metadata."""
         assert job.thread_id is not None
         response = self.api.call(
             "GET",
@@ -143,8 +150,25 @@ class AssistantsAdapter:
             params={"limit": RUN_LIST_LIMIT, "order": "desc"},
             headers=BETA,
         )
-        for run in response.json().get("data") or []:
-            if (run.get("metadata") or {}).get("askq_job") == job.job_id:
+        return [
+            run
+            for run in response.json().get("data") or []
+            if (run.get("metadata") or {}).get("askq_job") == job.job_id
+        ]
+
+    def stray_runs(self, job: JobRecord) -> list[str]:
+        """Runs of this job other than the recorded one that are still live: a creation askq
+        gave up on (deadline, lost connection) that the server carried out anyway."""
+        return [
+            str(run["id"])
+            for run in self._own_runs(job)
+            if run["id"] not in job.run_ids and run.get("status") not in (*ABANDONED, *DONE)
+        ]
+
+    def find_run(self, job: JobRecord) -> Snapshot | None:
+        assert job.thread_id is not None
+        for run in self._own_runs(job):
+            if run.get("status") not in ABANDONED:
                 snap = self._snapshot(run, None)
                 if run.get("status") == "completed":
                     # adopted after the run ended: its answer is read now, as a poll would
@@ -208,7 +232,8 @@ class AssistantsAdapter:
 
     def answer(self, thread_id: str, run_id: str) -> str:
         """The run's own assistant messages, oldest first, joined by a blank line: never
-        "the newest message on the thread", which may belong to another run."""
+        "the newest message on the thread", which may belong to another run. Bounded in
+        pages (`every_item`) and characters (`OverLimit`), so an endless `has_more` ends."""
         messages = every_item(
             self.api,
             f"threads/{thread_id}/messages",
@@ -216,7 +241,14 @@ class AssistantsAdapter:
             params={"run_id": run_id, "order": "asc"},
             headers=BETA,
         )
-        return "\n\n".join(message_text(m) for m in messages if m.get("role") == "assistant")
+        texts: list[str] = []
+        chars = 0
+        for message in messages:
+            if message.get("role") == "assistant":
+                texts.append(message_text(message))
+                chars += len(texts[-1])
+                self.bounds.check_answer(chars)
+        return "\n\n".join(texts)
 
     def submit_tool_outputs(self, job: JobRecord, outputs: list[tuple[str, str]]) -> Snapshot:
         assert job.thread_id is not None and job.run_id is not None
@@ -233,22 +265,25 @@ class AssistantsAdapter:
         )
         return self._snapshot(response.json(), poll_after(response))
 
-    def cancel(self, job: JobRecord) -> None:
-        assert job.thread_id is not None and job.run_id is not None
+    def cancel(self, job: JobRecord, run_id: str | None = None) -> None:
+        """Cancel the job's run (or another run of the job: a stray)."""
+        run_id = run_id or job.run_id
+        assert job.thread_id is not None and run_id is not None
         self.api.call(
             "POST",
-            f"threads/{job.thread_id}/runs/{job.run_id}/cancel",
+            f"threads/{job.thread_id}/runs/{run_id}/cancel",
             route="POST /threads/{thread_id}/runs/{run_id}/cancel",
             headers=BETA,
         )
 
-    @staticmethod
-    def _snapshot(run: dict[str, Any], hint: float | None) -> Snapshot:
+    def _snapshot(self, run: dict[str, Any], hint: float | None) -> Snapshot:
+        calls = _tool_calls(run)
+        self.bounds.check_tool_calls(calls)
         return Snapshot(
             status=str(run.get("status")),
             run_id=str(run["id"]),
             thread_id=run.get("thread_id"),
-            tool_calls=_tool_calls(run),
+            tool_calls=calls,
             usage=_usage(run.get("usage")),
             error=_error(run),
             poll_after_s=hint,

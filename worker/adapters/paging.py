@@ -14,9 +14,13 @@ PAGE_LIMIT = 100
 def every_item(
     api: HttpApi, path: str, *, route: str, params: dict[str, Any], headers: dict[str, str]
 ) -> Iterator[dict[str, Any]]:
-    """Every item of the list, page after page, in the order `params` asks for."""
+    """Every item of the list, page after page, in the order `params` asks for; at most
+    ASKQ_MAX_ANSWER_PAGES pages (`OverLimit`: a server whose cursor never ends)."""
     after: str | None = None
+    pages = 0
     while True:
+        api.bounds.check_pages(pages)
+        pages += 1
         query = {**params, "limit": PAGE_LIMIT, **({"after": after} if after else {})}
         page = api.call("GET", path, route=route, params=query, headers=headers).json()
         yield from page.get("data") or []

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from worker.adapters.base import Budget, HttpApi, RequestHook, ToolSpecs, poll_after
+from worker.adapters.base import Bounds, Budget, HttpApi, RequestHook, ToolSpecs, poll_after
 from worker.errors import FinalApiError, RunGone
 from worker.machine import Snapshot
 from worker.models import TOOL_CHOICE_MODES, ErrorInfo, JobRecord, ToolCall, Usage
@@ -125,8 +125,10 @@ class ResponsesAdapter:
         hook: RequestHook | None = None,
         budget: Budget | None = None,
         conversations: Conversations | None = None,
+        bounds: Bounds | None = None,
     ) -> None:
-        self.api = HttpApi(client, hook, budget)
+        self.api = HttpApi(client, hook, budget, bounds)
+        self.bounds = self.api.bounds
         self.model = model
         self.tool_specs = tool_specs
         self.conversations = conversations or Always()
@@ -236,16 +238,30 @@ class ResponsesAdapter:
         response = self.api.call("POST", "responses", route="POST /responses", json=body)
         return self._snapshot(response.json(), poll_after(response), job.thread_id)
 
-    def cancel(self, job: JobRecord) -> None:
-        assert job.run_id is not None
+    def _answer(self, response: dict[str, Any]) -> str:
+        text = output_text(response)
+        self.bounds.check_answer(len(text))
+        return text
+
+    def stray_runs(self, job: JobRecord) -> list[str]:
+        """The Responses API lists no responses: a stray cannot be found. A retried start on
+        a conversation that holds anything fails with `ambiguous_start` instead (find_run),
+        so a stray can only come from a creation abandoned with no retry after it."""
+        return []
+
+    def cancel(self, job: JobRecord, run_id: str | None = None) -> None:
+        run_id = run_id or job.run_id
+        assert run_id is not None
         self.api.call(
-            "POST", f"responses/{job.run_id}/cancel", route="POST /responses/{response_id}/cancel"
+            "POST", f"responses/{run_id}/cancel", route="POST /responses/{response_id}/cancel"
         )
 
-    @staticmethod
-    def _snapshot(response: dict[str, Any], hint: float | None, thread: str | None) -> Snapshot:
+    def _snapshot(
+        self, response: dict[str, Any], hint: float | None, thread: str | None
+    ) -> Snapshot:
         status = str(response.get("status"))
         calls = _function_calls(response)
+        self.bounds.check_tool_calls(calls)
         if status == "completed" and calls:
             status = "requires_action"
         return Snapshot(
@@ -253,7 +269,7 @@ class ResponsesAdapter:
             run_id=str(response["id"]),
             thread_id=thread,
             tool_calls=calls,
-            answer=output_text(response) if status in ("completed", "incomplete") else None,
+            answer=self._answer(response) if status in ("completed", "incomplete") else None,
             usage=token_usage(response.get("usage")),
             error=_error(response),
             poll_after_s=hint,

@@ -1,0 +1,314 @@
+"""Submitting jobs and reading batches: the producer's side of Redis.
+
+A submission only writes Redis (the workers' pumps publish the tasks). The batch id is
+chosen before the first write, so a submission that fails part-way can always name the batch
+it filled, and every batch dedupes its items by key: submitting the same items into the same
+batch again adds only what is missing.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import redis
+
+from worker import lua
+from worker.errors import InputError, NotFound, PartialSubmit, RedisFull, StoreError
+from worker.models import BatchRecord, JobRecord, JobRequest
+from worker.redis_store import RedisStore, text
+from worker.settings import Settings
+from worker.states import JobStatus
+from worker.store import JobStore
+
+SUBMIT_CHUNK = 500
+RETRIED_STATUSES = frozenset({JobStatus.FAILED, JobStatus.EXPIRED})
+"""What `--retry-failed` runs again: not cancelled (asked for) nor incomplete (would repeat)."""
+BATCH_ID = re.compile(r"^batch_[0-9a-f]{32}$")
+
+
+def item_keys(requests: Sequence[JobRequest]) -> list[str]:
+    """What makes an item "the same" on re-submission: its custom_id, else the request itself
+    (with a count, so a question asked twice in one file is two items)."""
+    seen: dict[str, int] = {}
+    keys = []
+    for request in requests:
+        if request.custom_id is not None:
+            keys.append(f"id:{request.custom_id}")
+            continue
+        digest = hashlib.sha1(request.model_dump_json().encode()).hexdigest()
+        seen[digest] = seen.get(digest, 0) + 1
+        keys.append(f"sha1:{digest}:{seen[digest]}")
+    return keys
+
+
+def new_job_id() -> str:
+    return f"job_{uuid.uuid4().hex}"
+
+
+def new_batch_id() -> str:
+    return f"batch_{uuid.uuid4().hex}"
+
+
+@dataclass(frozen=True)
+class Submitted:
+    batch_id: str | None
+    job_ids: list[str]
+    skipped: int = 0
+
+
+class BatchStore(RedisStore):
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        super().__init__(client, settings)
+        self._submit = client.register_script(lua.SUBMIT)
+        self._retry = client.register_script(lua.RETRY)
+        self.jobs = JobStore(client, settings)
+
+    # -- submitting -----------------------------------------------------------------------
+
+    def new_record(
+        self, request: JobRequest, *, batch_id: str | None, seq: int, now: float
+    ) -> JobRecord:
+        created = datetime.fromtimestamp(now, UTC)
+        deadline = datetime.fromtimestamp(now + self.settings.job_timeout_s, UTC)
+        return JobRecord(
+            job_id=new_job_id(),
+            batch_id=batch_id,
+            seq=seq,
+            request=request,
+            created_at=created,
+            deadline_at=deadline,
+        )
+
+    def check_room(self) -> None:
+        """Refuse new work while Redis is above ASKQ_REDIS_HIGH_WATER_PCT of its maxmemory:
+        the rest is kept for the jobs already running, which must record their ends."""
+        info = self._call(lambda: self.redis.info("memory"))
+        limit = int(info.get("maxmemory") or 0)
+        used = int(info.get("used_memory") or 0)
+        high_water = self.settings.redis_high_water_pct
+        if limit and used * 100 >= limit * high_water:
+            raise RedisFull(
+                f"Redis is {used * 100 / limit:.0f}% full ({used >> 20} MiB of maxmemory "
+                f"{limit >> 20} MiB; ASKQ_REDIS_HIGH_WATER_PCT={high_water:g}): submission "
+                "refused so running jobs can store their results; retry when results expire "
+                "or raise maxmemory"
+            )
+
+    def submit(
+        self,
+        requests: Sequence[JobRequest],
+        *,
+        batch: bool,
+        name: str | None = None,
+        into: str | None = None,
+    ) -> Submitted:
+        """Store the jobs and make them due. With `batch`, the batch id is settled before the
+        first write (a new one; the batch already named `name`; or `into`), and any failure
+        after that raises `PartialSubmit` naming it and how many jobs it accepted."""
+        if into is not None and not BATCH_ID.match(into):
+            raise InputError(f"{into!r} is not a batch id (batch_ and 32 hex digits)")
+        self.check_room()
+        now = self.server_time()
+        batch_id = (into or self._named(name) or new_batch_id()) if batch else None
+        accepted: list[str] = []
+        try:
+            return self._submit_all(requests, batch_id, name, now, accepted)
+        except StoreError as exc:
+            if batch_id is None:
+                raise
+            count, exact = self._count_accepted(accepted)
+            raise PartialSubmit(
+                f"{exc}; {count if exact else f'at least {count}'} jobs of {batch_id} were "
+                "accepted",
+                batch_id=batch_id,
+                accepted=count,
+                exact=exact,
+            ) from exc
+
+    def _submit_all(
+        self,
+        requests: Sequence[JobRequest],
+        batch_id: str | None,
+        name: str | None,
+        now: float,
+        accepted: list[str],
+    ) -> Submitted:
+        k = self.keys
+        batch_ttl = int(self.settings.result_ttl_s + self.settings.job_timeout_s)
+        if batch_id is not None:
+            self._record_batch(batch_id, name, len(requests), batch_ttl, now)
+        skipped = 0
+        keys = item_keys(requests)
+        for start in range(0, len(requests), SUBMIT_CHUNK):
+            if start:
+                self.check_room()
+            chunk = list(enumerate(requests[start : start + SUBMIT_CHUNK], start))
+            pipe = self.redis.pipeline(transaction=False)
+            jobs = []
+            for index, request in chunk:
+                job = self.new_record(request, batch_id=batch_id, seq=index, now=now)
+                jobs.append(job.job_id)
+                thread = request.thread_id
+                self._submit(
+                    keys=[
+                        k.job(job.job_id),
+                        k.batch_jobs(batch_id) if batch_id else k.job(job.job_id),
+                        k.batch_counts(batch_id) if batch_id else k.job(job.job_id),
+                        k.counts,
+                        k.due,
+                        k.deadlines,
+                        k.thread_queue(thread) if thread else k.job(job.job_id),
+                        k.batch_items(batch_id) if batch_id else k.job(job.job_id),
+                    ],
+                    args=[
+                        job.job_id,
+                        job.to_json(),
+                        # a microsecond apart: equal scores would start a batch in id order
+                        repr(now + index * 1e-6),
+                        repr(job.deadline_at.timestamp()),
+                        "1" if batch_id else "0",
+                        "1" if thread else "0",
+                        batch_ttl,
+                        keys[index],
+                    ],
+                    client=pipe,
+                )
+            pipe.rpush(k.wake, "1")
+            pipe.ltrim(k.wake, 0, 63)
+            try:
+                outcomes = self._call(pipe.execute)[: len(jobs)]
+            except StoreError:
+                accepted.extend(jobs)  # some of these may be in: counted by the caller
+                raise
+            for job_id, ok in zip(jobs, outcomes, strict=True):
+                if ok:
+                    accepted.append(job_id)
+                else:
+                    skipped += 1
+        return Submitted(batch_id=batch_id, job_ids=accepted, skipped=skipped)
+
+    def retry_failed(self, batch_id: str, requests: Sequence[JobRequest]) -> int:
+        """Run again, under their own job ids, the items of `requests` whose job in the batch
+        ended failed or expired (its run, answer and error forgotten). Returns how many."""
+        k = self.keys
+        items = item_keys(requests)
+        found = self._call(lambda: self.redis.hmget(k.batch_items(batch_id), items))
+        retried = 0
+        now = self.server_time()
+        for job_id in dict.fromkeys(text(j) for j in found if j is not None):
+            loaded = self.jobs.find(job_id)
+            if loaded is None or loaded.record.status not in RETRIED_STATUSES:
+                continue
+            old = loaded.record
+            fresh = self.new_record(old.request, batch_id=batch_id, seq=old.seq, now=now)
+            fresh = fresh.model_copy(update={"job_id": job_id})
+            thread = old.request.thread_id
+            keys = [
+                k.job(job_id),
+                k.due,
+                k.deadlines,
+                k.counts,
+                k.batch_counts(batch_id),
+                k.thread_queue(thread) if thread else k.job(job_id),
+                k.wake,
+            ]
+            args: list[str | int] = [
+                loaded.version,
+                fresh.to_json(),
+                old.status.value,
+                repr(fresh.deadline_at.timestamp()),
+                job_id,
+                "1" if thread else "0",
+            ]
+            retried += self._call(functools.partial(self._retry, keys=keys, args=args))
+        return retried
+
+    def _count_accepted(self, candidates: list[str]) -> tuple[int, bool]:
+        """How many of these jobs Redis holds; (lower bound, False) if it cannot be asked."""
+        if not candidates:
+            return 0, True
+        try:
+            keys = [self.keys.job(job_id) for job_id in candidates]
+            return int(self._call(lambda: self.redis.exists(*keys))), True
+        except StoreError:
+            return 0, False
+
+    def _named(self, name: str | None) -> str | None:
+        """The live batch already submitted under `name`, if any."""
+        if name is None:
+            return None
+        existing = self._call(lambda: self.redis.get(self.keys.batch_name(name)))
+        if existing is not None and self._call(
+            lambda: self.redis.exists(self.keys.batch(text(existing)))
+        ):
+            return text(existing)
+        return None
+
+    def _record_batch(
+        self, batch_id: str, name: str | None, size: int, ttl: int, now: float
+    ) -> None:
+        k = self.keys
+        if name is not None:
+            self._call(lambda: self.redis.set(k.batch_name(name), batch_id, ex=ttl))
+        record = BatchRecord(
+            batch_id=batch_id, name=name, size=size, created_at=datetime.fromtimestamp(now, UTC)
+        )
+        # NX: submitting into a batch keeps its first record (name, creation time)
+        created = self._call(
+            lambda: self.redis.set(k.batch(batch_id), record.model_dump_json(), ex=ttl, nx=True)
+        )
+        if created:
+            self._index_batch(record, ttl)
+
+    def _index_batch(self, record: BatchRecord, ttl: int) -> None:
+        created = record.created_at.timestamp()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(self.keys.batches, {record.batch_id: created})
+        pipe.zremrangebyscore(self.keys.batches, "-inf", created - ttl)
+        self._call(pipe.execute)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def batch_id_for_name(self, name: str) -> str | None:
+        raw = self._call(lambda: self.redis.get(self.keys.batch_name(name)))
+        return None if raw is None else text(raw)
+
+    def recent_batches(self, limit: int) -> list[BatchRecord]:
+        """The newest `limit` batches, newest first (those whose records expired are left out)."""
+        raw = self._call(lambda: self.redis.zrevrange(self.keys.batches, 0, limit - 1))
+        pipe = self.redis.pipeline(transaction=False)
+        for batch_id in raw:
+            assert isinstance(batch_id, bytes)  # no scores asked for
+            pipe.get(self.keys.batch(text(batch_id)))
+        return [BatchRecord.model_validate_json(raw) for raw in self._call(pipe.execute) if raw]
+
+    def batch(self, batch_id: str) -> BatchRecord:
+        raw = self._call(lambda: self.redis.get(self.keys.batch(batch_id)))
+        if raw is None:
+            raise NotFound(f"no batch {batch_id!r} (unknown, or its results expired)")
+        return BatchRecord.model_validate_json(raw)
+
+    def batch_size(self, batch_id: str) -> int:
+        return int(self._call(lambda: self.redis.llen(self.keys.batch_jobs(batch_id))))
+
+    def batch_job_ids(self, batch_id: str) -> list[str]:
+        raw = self._call(lambda: self.redis.lrange(self.keys.batch_jobs(batch_id), 0, -1))
+        return [text(item) for item in raw]
+
+    def batch_counts(self, batch_id: str) -> dict[JobStatus, int]:
+        raw = self._call(lambda: self.redis.hgetall(self.keys.batch_counts(batch_id)))
+        return {JobStatus(text(key)): int(value) for key, value in raw.items() if int(value) > 0}
+
+    def batch_records(self, batch_id: str, chunk: int = 1000) -> Iterator[JobRecord]:
+        """The batch's job records in input order (jobs whose records expired are skipped)."""
+        ids = self.batch_job_ids(batch_id)
+        for start in range(0, len(ids), chunk):
+            for record in self.jobs.load_many(ids[start : start + chunk]):
+                if record is not None:
+                    yield record
