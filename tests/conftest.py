@@ -251,6 +251,7 @@ ROUTES = {
         thread="POST /v1/agents/sessions",
         create="POST /v1/agents/sessions",
         poll="GET /v1/agents/sessions/{session_id}/turns/{turn_id}",
+        submit="POST /v1/agents/sessions/{session_id}/events",
     ),
 }
 STYLES = tuple(ROUTES)
