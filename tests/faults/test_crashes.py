@@ -65,7 +65,7 @@ def stalls_after(deployment: Askq, held: dict[str, int], since: float) -> list[f
 def test_sigkill_one_of_two_workers_mid_batch(make_askq: Callable[..., Askq]) -> None:
     """Default lease and heartbeat settings, every protocol: the dead worker's jobs move on
     within the documented bound (ASKQ_WORKER_DEAD_AFTER_S + ASKQ_HEARTBEAT_S + the queue's
-    wait: 10 s)."""
+    wait: 12 s; measured alone: max 9.8 s)."""
     size = 600
     deployment = make_askq(poll_min_s=0.2, poll_max_s=1.0, sweep_interval_s=2.0)
     settings = deployment.settings
@@ -109,9 +109,10 @@ def test_sigkill_one_of_two_workers_mid_batch(make_askq: Callable[..., Askq]) ->
     assert stalls[-1] <= bound
 
 
-QUEUE_WAIT_S = 6.0
+QUEUE_WAIT_S = 8.0
 """From a job made due again to its task saving: the pump's wake-up, then the wait behind the
-backlog of its queue (one worker left, ~700 jobs to go: up to 6 s measured), then the call."""
+backlog of its queue (one worker left, hundreds of jobs to go: up to 6 s measured alone, more
+while a second test suite shares the two cores), then the call."""
 
 
 @pytest.fixture
