@@ -40,7 +40,7 @@ def test_batch_tools_apply_to_lines_that_name_none(askq: Askq, tmp_path: Path) -
     path.write_text('{"question": "a"}\n{"question": "b", "tools": ["utc_now"]}\n')
     done = askq.cli("batch", str(path), "--tools", "calculate")
     assert done.returncode == 0, done.stderr
-    records = askq.client.store.batch_records(done.stdout.strip())
+    records = askq.client.batch_store.batch_records(done.stdout.strip())
     assert [r.request.tools for r in records] == [["calculate"], ["utc_now"]]
 
 
@@ -93,7 +93,7 @@ def test_a_json_file_holding_an_array_is_a_batch(askq: Askq, tmp_path: Path) -> 
     assert "line 3: 'question' is empty" in done.stderr
     assert "line 4: expected a JSON object, got a string" in done.stderr
     assert "submitted 1 job, 2 bad lines skipped" in done.stderr
-    records = list(askq.client.store.batch_records(done.stdout.strip()))
+    records = list(askq.client.batch_store.batch_records(done.stdout.strip()))
     assert [r.request.custom_id for r in records] == ["x"]
 
 
@@ -122,7 +122,7 @@ def test_questions_over_the_limit_are_refused_naming_it(askq: Askq, tmp_path: Pa
     done = askq.cli("batch", str(path))
     assert done.returncode == 0, done.stderr
     assert f"askq: {path}: line 2: the question is 101 characters long" in done.stderr
-    records = list(askq.client.store.batch_records(done.stdout.strip()))
+    records = list(askq.client.batch_store.batch_records(done.stdout.strip()))
     assert [r.request.question for r in records] == ["short one", "another"]
     with pytest.raises(Exception, match="ASKQ_MAX_QUESTION_CHARS"):
         askq.client.ask(long)
