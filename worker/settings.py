@@ -144,7 +144,7 @@ class Settings(BaseSettings):
             raise ValueError(
                 "ASKQ_REDIS_URL has a bad port (percent-encode '/', '@' and ':' in a password)"
             ) from None
-        if not parts.hostname or "@" in parts.path:
+        if parts.scheme != "unix" and (not parts.hostname or "@" in parts.path):
             # `redis://:pa/ss@host` parses as host '' and path '/ss@host': the host would be
             # localhost and a piece of the password would travel as a database name
             raise ValueError(
