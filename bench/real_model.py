@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from emulator import real_model
-from emulator.server import free_port
+from producer.local_redis import free_port
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROMPT = "Write a long story about a lighthouse keeper and a storm."

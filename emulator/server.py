@@ -63,14 +63,6 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port free now, for a server that must come back on the same one after a restart."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _server(config: EmulatorConfig, host: str, port: int) -> uvicorn.Server:
     # uvloop + httptools and no access log: benchmarks must not find the emulator the bottleneck.
     uv_config = uvicorn.Config(

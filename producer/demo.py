@@ -22,10 +22,10 @@ from rich.table import Table
 
 from emulator import real_model as real_model_cache
 from emulator.config import EmulatorConfig
-from emulator.server import free_port, serve_in_subprocess
+from emulator.server import serve_in_subprocess
 from producer.client import Client
 from producer.inputs import parse_file
-from producer.local_redis import LocalRedis, reachable
+from producer.local_redis import LocalRedis, free_port, reachable
 from producer.progress import watch_batch
 from worker.errors import InputError
 from worker.settings import load_settings

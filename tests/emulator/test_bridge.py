@@ -18,7 +18,8 @@ from emu_helpers import BETA
 from openai import OpenAI
 
 from emulator import EmulatorConfig, EmulatorControl, serve_in_subprocess, serve_in_thread
-from emulator.server import LISTENING, free_port
+from emulator.server import LISTENING
+from producer.local_redis import free_port
 from tests.conftest import wait_until
 
 Scope = dict[str, Any]

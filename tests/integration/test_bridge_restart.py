@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from emulator import EmulatorConfig, RunningEmulator, serve_in_subprocess
-from emulator.server import free_port
+from producer.local_redis import free_port
 from tests.conftest import BRIDGED_STYLES, Askq, wait_until
 from worker.states import JobStatus
 

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from emulator import EmulatorConfig, RunningEmulator, real_model, serve_in_subprocess
-from emulator.server import free_port
+from producer.local_redis import free_port
 from tests.conftest import Askq
 
 SLOTS = 4

@@ -4,7 +4,13 @@ limit, a cancel that idles the server, a bridge restart that loses no job."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
+
+import pytest
 
 from emulator.client import EmulatorControl
 from emulator.real_model import LlamaServer
@@ -118,3 +124,25 @@ def test_bridge_restart_mid_batch_loses_no_job(deployment: Askq, bridge: Bridge)
         (r.status, r.error) for r in results
     ]
     assert all((r.answer or r.partial_answer or "").strip() for r in results)
+
+
+def test_demo_runs_on_the_cached_model(
+    llama: LlamaServer, redis_url: str, tmp_path: Path, style: str
+) -> None:
+    """`askq demo --model`: the demo's whole stack, with the real model instead of the
+    scripted emulator (its own llama-server; `llama` only makes sure the cache is built)."""
+    if style != "assistants":
+        pytest.skip("the demo speaks Assistants only")
+    questions = tmp_path / "q.txt"
+    questions.write_text("What is the capital of France?\nName a primary color.\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASKQ_")}
+    env["ASKQ_REDIS_URL"] = redis_url
+    done = subprocess.run(
+        [sys.executable, "-m", "producer", "demo", "--model", "--questions", str(questions)],
+        env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert "Model: llama-server" in done.stderr, done.stderr[-3000:]
+    assert "askq emulator received" not in done.stdout  # real answers, not the scripted engine
+    # the model's own words (sampled: which words varies), one row per question
+    assert "2/2 completed" in done.stderr or done.returncode == 1, done.stderr[-3000:]
+    assert done.stdout.count("completed") + done.stdout.count("incomplete") >= 2, done.stdout
