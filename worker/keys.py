@@ -51,6 +51,14 @@ class Keys:
         """Hash: status → number of the batch's jobs in it (kept by the transition script)."""
         return f"{self.prefix}:batch:{batch_id}:counts"
 
+    def batch_ended(self, batch_id: str) -> str:
+        """Stream: one entry (`job` → job id) each time a job of the batch ends, appended by
+        the transition script in the same step, so `askq results --follow` reads ends in
+        finishing order and blocks (XREAD) instead of polling. Capped at about a million entries
+        (lua.TRANSITION) and expiring with the results; a follower reads the batch's records
+        for whatever the stream no longer holds."""
+        return f"{self.prefix}:batch:{batch_id}:ended"
+
     def batch_items(self, batch_id: str) -> str:
         """Hash: item key (custom_id, or a digest of the request) → job id, so re-submitting
         the same items to a named batch skips them."""

@@ -83,7 +83,7 @@ TRANSITION = (
 -- index kept in step. Returns the new version; 0 when the record moved on (stale view);
 -- -1 when the caller's claim was taken over (it must stop: another task owns the job).
 -- KEYS: job, due, deadlines, inflight, waiting, counts, batch_counts, thread_queue, wake,
---       job_latency
+--       job_latency, batch_ended
 -- ARGV: 1 expected_version, 2 record, 3 old_status, 4 new_status, 5 next_task,
 --       6 due ('' keep, '-' remove, else epoch s), 7 terminal, 8 ttl, 9 fence (epoch, ''
 --       for none), 10 has_batch, 11 has_thread, 12 max_inflight, 13 job_id,
@@ -120,6 +120,13 @@ end
 if ARGV[14] ~= '' then
   redis.call('HINCRBY', KEYS[10], ARGV[4] .. ' ' .. ARGV[14], 1)
   redis.call('HINCRBYFLOAT', KEYS[10], ARGV[4] .. ' sum', ARGV[15])
+end
+if ARGV[14] ~= '' and ARGV[10] == '1' then
+  -- a job of a batch ends: `askq results --follow` blocks on this stream (one entry per end,
+  -- finishing order); the cap only bites past a million ends, and a follower fills gaps
+  -- from the batch's records
+  redis.call('XADD', KEYS[11], 'MAXLEN', '~', 1000000, '*', 'job', id)
+  redis.call('EXPIRE', KEYS[11], ARGV[8])
 end
 if ARGV[7] == '1' then
   -- Extension point: whatever must happen exactly once when a job ends (an outbox of

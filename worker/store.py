@@ -120,6 +120,7 @@ class JobStore(RedisStore):
                         k.thread_queue(thread) if thread else k.job(record.job_id),
                         k.wake,
                         k.job_latency,
+                        k.batch_ended(old.batch_id) if old.batch_id else k.counts,
                     ],
                     args=args,
                 )

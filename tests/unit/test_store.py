@@ -133,6 +133,24 @@ def test_terminal_transition_cleans_every_index(stores: Stores, settings: Settin
     assert store.counts()[JobStatus.PENDING] == 0
 
 
+def test_each_end_of_a_batch_job_is_one_stream_entry_in_finishing_order(
+    stores: Stores, settings: Settings
+) -> None:
+    ids = submit(stores, 3)
+    (single,) = submit(stores)
+    for job_id in (ids[2], ids[0], single):
+        stores.end(job_id)
+    loaded = stores.jobs.load(ids[2])  # a terminal record saved again does not end again
+    stores.jobs.transition(loaded, loaded.record, next_task=None, due_at=None, now=stores.now())
+    r, k = stores.redis, stores.jobs.keys
+    batch_id = stores.jobs.load(ids[0]).record.batch_id
+    assert batch_id is not None
+    entries = r.xrange(k.batch_ended(batch_id))
+    assert [fields[b"job"].decode() for _, fields in entries] == [ids[2], ids[0]]
+    assert 0 < r.ttl(k.batch_ended(batch_id)) <= settings.result_ttl_s
+    assert r.type(k.counts) == b"hash"  # a job outside a batch appends nowhere
+
+
 def test_slots_are_handed_to_waiters_in_order(stores: Stores) -> None:
     store, limits = stores.jobs, stores.limits
     ids = submit(stores, 4)
