@@ -70,6 +70,7 @@ class EmulatorState:
         self.config = EmulatorConfig.model_validate(merged)
         if "seed" in fields:
             self.rng = random.Random(self.config.seed)
+            self.webhooks.reseed()
         if "upstream_concurrency" in fields and self._slot_free is not None:
             self.spawn(self._wake_waiters())  # a higher limit lets waiting runs go now
         return self.config

@@ -43,6 +43,10 @@ class WebhookSender:
 
     def reset(self) -> None:
         self.counts = Counter()
+        self.reseed()
+
+    def reseed(self) -> None:
+        """Restart the drop/duplicate/delay sequence from the configured seed."""
         self.rng = random.Random(self.state.config.seed)
 
     @property

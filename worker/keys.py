@@ -36,7 +36,7 @@ class Keys:
         `epoch` (bumped by every publication: the fencing token of the task that takes it),
         `owner` / `taken_at` / `taker` (the worker process running the task, when it took it,
         the take's request id), `req` (request id of the last save), `cancel` (requested →
-        taken → done)."""
+        taken → done), `poked` (a provider webhook named the job since its poll was taken)."""
         return f"{self.job_prefix}{job_id}"
 
     def batch(self, batch_id: str) -> str:

@@ -109,13 +109,18 @@ if ARGV[3] ~= ARGV[4] then
     redis.call('HINCRBY', KEYS[7], ARGV[4], 1)
   end
 end
-if ARGV[6] == '-' then
+local due = ARGV[6]
+if redis.call('HDEL', KEYS[1], 'poked') == 1 and ARGV[5] == 'askq.poll'
+   and due ~= '' and due ~= '-' and tonumber(due) > now then
+  due = tostring(now)  -- a webhook came while this poll was under way: look again now
+end
+if due == '-' then
   redis.call('ZREM', KEYS[2], id)
-elseif ARGV[6] ~= '' then
-  redis.call('ZADD', KEYS[2], ARGV[6], id)
+elseif due ~= '' then
+  redis.call('ZADD', KEYS[2], due, id)
   -- a sleeping pump plans to look again within a second at most: wake it for anything
   -- due sooner, so a short poll delay is not stretched to the pump's idle wait
-  if tonumber(ARGV[6]) <= now + 1 then redis.call('RPUSH', KEYS[9], '1') end
+  if tonumber(due) <= now + 1 then redis.call('RPUSH', KEYS[9], '1') end
 end
 if ARGV[14] ~= '' then
   redis.call('HINCRBY', KEYS[10], ARGV[4] .. ' ' .. ARGV[14], 1)
@@ -359,7 +364,8 @@ TAKE_TICKET = (
 local f = redis.call('HMGET', KEYS[1], 'ticket', 'taker', 'epoch')
 if f[1] == ARGV[1] then
   local now = server_now()
-  redis.call('HDEL', KEYS[1], 'ticket')
+  -- a webhook poke before this take is seen by this task's look: it is used up here
+  redis.call('HDEL', KEYS[1], 'ticket', 'poked')
   redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'taken_at', tostring(now), 'taker', ARGV[3])
   redis.call('SADD', KEYS[2], ARGV[4])
   redis.call('ZADD', KEYS[3], 'XX', now + tonumber(ARGV[5]), ARGV[4])
@@ -409,6 +415,9 @@ redis.call('HINCRBY', KEYS[5], 'matched', 1)
 -- only a job waiting for its next look is brought forward: a start keeps its admission
 -- order, a job acting on tools or finished has nothing to look at
 if redis.call('HGET', ARGV[1] .. id, 'next') == 'askq.poll' then
+  -- `poked` survives a poll already under way (its look may predate the change): that
+  -- poll's save then keeps the job due now instead of writing its later due time over it
+  redis.call('HSET', ARGV[1] .. id, 'poked', '1')
   redis.call('ZADD', KEYS[3], 'LT', ARGV[2], id)
   redis.call('RPUSH', KEYS[4], '1')
   redis.call('LTRIM', KEYS[4], 0, 63)
@@ -423,6 +432,7 @@ INDEX_RUN = """
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 if redis.call('DEL', KEYS[2]) == 1
    and redis.call('HGET', ARGV[4] .. ARGV[1], 'next') == 'askq.poll' then
+  redis.call('HSET', ARGV[4] .. ARGV[1], 'poked', '1')
   redis.call('ZADD', KEYS[3], 'LT', ARGV[3], ARGV[1])
   redis.call('RPUSH', KEYS[4], '1')
   redis.call('LTRIM', KEYS[4], 0, 63)

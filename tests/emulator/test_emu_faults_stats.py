@@ -6,7 +6,8 @@ import httpx
 import pytest
 from emu_helpers import BETA, get_run, question_run, wait_status, wait_until
 
-from emulator import EmulatorControl, RunningEmulator
+from emulator import EmulatorConfig, EmulatorControl, RunningEmulator
+from emulator.state import EmulatorState
 
 
 def test_poll_after_header_on_runs(api: httpx.Client, control: EmulatorControl) -> None:
@@ -150,3 +151,16 @@ def test_slow_delays_requests(api: httpx.Client, control: EmulatorControl) -> No
     assert reply.status_code == 404
     assert reply.elapsed.total_seconds() >= 0.3
     assert control.stats()["faults"]["slow"] == 1
+
+
+def test_a_new_seed_restarts_the_webhook_fault_sequence_too() -> None:
+    """Tests that configure `seed` with webhook faults expect the same drops and duplicates
+    every run, whatever deliveries an earlier test on the same emulator drew."""
+    state = EmulatorState(EmulatorConfig(seed=1))
+    state.webhooks.rng.random()  # an earlier test's deliveries
+
+    def draws() -> list[float]:
+        state.configure({"seed": 7, "webhook_drop": 0.3})
+        return [state.webhooks.rng.random() for _ in range(6)]
+
+    assert draws() == draws()

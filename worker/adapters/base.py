@@ -198,13 +198,13 @@ class HttpApi:
         finally:
             self._local.follow_up = False
 
-    def _spend(self, method: str, route: str) -> None:
+    def _spend(self, route: str) -> None:
         if self.budget is None:
             return
         wait = self.budget(getattr(self._local, "follow_up", False))
         if wait > 0:
             raise RateLimited(
-                f"{method} {route}: request budget spent", code="rate_limited", retry_after=wait
+                f"{route}: request budget spent", code="rate_limited", retry_after=wait
             )
 
     def call(
@@ -217,7 +217,7 @@ class HttpApi:
         params: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
-        self._spend(method, route)
+        self._spend(route)
         try:
             response = self._send(method, url, route, json=json, params=params, headers=headers)
         except OverLimit:
@@ -225,11 +225,11 @@ class HttpApi:
             raise
         except httpx.TimeoutException as exc:
             self._count(route, 0)
-            raise RetryableApiError(f"{method} {route}: timed out", code="timeout") from exc
+            raise RetryableApiError(f"{route}: timed out", code="timeout") from exc
         except httpx.TransportError as exc:
             self._count(route, 0)
             raise RetryableApiError(
-                f"{method} {route}: {type(exc).__name__}: {exc}", code="connection_error"
+                f"{route}: {type(exc).__name__}: {exc}", code="connection_error"
             ) from exc
         self._count(route, response.status_code)
         if response.is_success:
@@ -260,7 +260,7 @@ class HttpApi:
                 body += chunk
                 if len(body) > bounds.max_response_bytes:
                     raise OverLimit(
-                        f"{method} {route}: the response is larger than "
+                        f"{route}: the response is larger than "
                         f"ASKQ_MAX_RESPONSE_BYTES={bounds.max_response_bytes}",
                         code="response_too_large",
                     )
