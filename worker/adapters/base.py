@@ -192,11 +192,14 @@ class HttpApi:
 
     @contextmanager
     def follow_up(self) -> Iterator[None]:
+        """Requests within are follow-ups (they may overdraw the budget). Nestable: an
+        adapter's own follow-up inside a driver's must not end the driver's on exit."""
+        outer = getattr(self._local, "follow_up", False)
         self._local.follow_up = True
         try:
             yield
         finally:
-            self._local.follow_up = False
+            self._local.follow_up = outer
 
     def _spend(self, route: str) -> None:
         if self.budget is None:
