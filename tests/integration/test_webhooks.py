@@ -9,6 +9,8 @@ import hmac
 import json
 import secrets
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -288,3 +290,49 @@ def test_lost_late_and_repeated_webhooks_still_end_every_job(
     assert sent.get("dropped", 0) > 0 and sent.get("duplicated", 0) > 0
     assert counts(deployment.settings).get("duplicate", 0) > 0
     assert set(deployment.emulator.stats()["runs_by_job"].values()) == {1}
+
+
+# --- the command ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("style", ["responses"], indirect=True)  # the command is style-blind
+def test_the_askq_webhooks_command_serves_the_receiver(make_askq: Callable[..., Askq]) -> None:
+    """`askq webhooks` as an operator runs it: refused without a secret (exit 2, one line),
+    else it serves /healthz and matches a signed event to its waiting job."""
+    unset = make_askq()
+    refused = unset.cli("webhooks", "--port", str(free_port()), timeout=60)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "ASKQ_WEBHOOK_SECRET" in refused.stderr
+
+    deployment = make_askq(webhook_secret=SECRET)
+    later = time.time() + 3600
+    client = waiting_job(deployment.settings, "job_cmd", "resp_cmd", later)
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "producer", "webhooks", "--port", str(port)],
+        env=deployment.env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(healthy, 30, what="askq webhooks to answer /healthz")
+        body = event("response.completed", "resp_cmd")
+        reply = httpx.post(
+            f"{url}/webhooks", content=body, headers=sign(body, "wh_cmd", int(time.time()))
+        )
+        assert reply.status_code == 200 and reply.json()["message"] == "matched"
+        due = client.zscore(Keys(deployment.settings.key_prefix).due, "job_cmd")
+        assert due is not None and due <= time.time()
+    finally:
+        process.terminate()
+        process.wait(20)
+    assert SECRET not in (process.stderr.read() if process.stderr else "")
