@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from wsgiref.simple_server import WSGIServer, make_server
 
@@ -31,6 +31,7 @@ from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from worker import lua
 from worker.celery_app import QUEUES
 from worker.keys import JOB_LATENCY_BUCKETS, Keys
 from worker.settings import Settings
@@ -92,12 +93,11 @@ class AskqCollector:
         self,
         settings: Settings,
         client: redis.Redis | None = None,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
         self.redis = client if client is not None else exporter_redis(settings)
-        self.clock = clock
+        self._overdue = self.redis.register_script(lua.OVERDUE)
         self.scrape_errors = 0
         # the HTTP server may scrape from several threads at once
         self._errors_lock = threading.Lock()
@@ -108,13 +108,12 @@ class AskqCollector:
         broker's DB, which is askq's DB (one ASKQ_REDIS_URL); kombu would add priority
         sub-lists only for tasks sent with a priority, which askq never does."""
         k = self.keys
-        now = self.clock()
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(k.counts)
         for queue in QUEUES:
             pipe.llen(queue)
         pipe.zcard(k.due)
-        pipe.zcount(k.due, "-inf", f"({now - OVERDUE_AFTER_S!r}")
+        self._overdue(keys=[k.due], args=[OVERDUE_AFTER_S], client=pipe)
         pipe.zcard(k.inflight)
         pipe.zcard(k.waiting)
         pipe.hgetall(k.api_requests)

@@ -15,7 +15,6 @@ malformed body, 413 for an oversized one, 503 when Redis is away (the provider r
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -91,7 +90,7 @@ class Receiver:
                 return reply(200, "ignored")
             outcome = await self.poke(
                 keys=poke_keys(self.keys, headers["webhook-id"], remote_id),
-                args=poke_args(self.keys, time.time()),
+                args=poke_args(self.keys),
             )
         except RedisError as exc:
             log.warning("webhooks: Redis unavailable (%s); the provider will retry", exc)

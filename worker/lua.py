@@ -395,19 +395,22 @@ return 0
 """
 )
 
-WEBHOOK_POKE = """
+WEBHOOK_POKE = (
+    SERVER_NOW
+    + """
 -- A verified provider webhook says a run, response or session changed: make its job's poll
 -- due now. Never calls the API; a repeated delivery (same webhook-id) does nothing.
+-- Its "now" is the Redis server's: the receiver's host clock may be off by minutes.
 -- KEYS: webhook_seen, run_job, due, wake, webhook_events, webhook_early
--- ARGV: job_prefix, now, seen_ttl_s, early_ttl_s
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[3]) then
+-- ARGV: job_prefix, seen_ttl_s, early_ttl_s
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
   redis.call('HINCRBY', KEYS[5], 'duplicate', 1)
   return 'duplicate'
 end
 local id = redis.call('GET', KEYS[2])
 if not id then
   -- not ours, or ours but not recorded yet: INDEX_RUN pokes the job when it records the id
-  redis.call('SET', KEYS[6], '1', 'EX', ARGV[4])
+  redis.call('SET', KEYS[6], '1', 'EX', ARGV[3])
   redis.call('HINCRBY', KEYS[5], 'unmatched', 1)
   return 'unmatched'
 end
@@ -418,12 +421,13 @@ if redis.call('HGET', ARGV[1] .. id, 'next') == 'askq.poll' then
   -- `poked` survives a poll already under way (its look may predate the change): that
   -- poll's save then keeps the job due now instead of writing its later due time over it
   redis.call('HSET', ARGV[1] .. id, 'poked', '1')
-  redis.call('ZADD', KEYS[3], 'LT', ARGV[2], id)
+  redis.call('ZADD', KEYS[3], 'LT', server_now(), id)
   redis.call('RPUSH', KEYS[4], '1')
   redis.call('LTRIM', KEYS[4], 0, 63)
 end
 return 'matched'
 """
+)
 
 INDEX_RUN = """
 -- A job recorded the id of its run, response or session: index it for webhooks, and poke
@@ -485,5 +489,15 @@ if #ARGV > 6 then
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
 end
 return {tostring(now), moved}
+"""
+)
+
+OVERDUE = (
+    SERVER_NOW
+    + """
+-- How many jobs have been due for longer than a grace period, by the Redis server's clock
+-- (the exporter's host clock may be off by minutes).
+-- KEYS: due; ARGV: grace_s
+return redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. tostring(server_now() - tonumber(ARGV[1])))
 """
 )

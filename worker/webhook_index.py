@@ -35,8 +35,8 @@ def poke_keys(keys: Keys, webhook_id: str, remote_id: str) -> list[str]:
     ]
 
 
-def poke_args(keys: Keys, now: float) -> list[Any]:
-    return [keys.job_prefix, repr(now), SEEN_TTL_S, EARLY_TTL_S]
+def poke_args(keys: Keys) -> list[Any]:
+    return [keys.job_prefix, SEEN_TTL_S, EARLY_TTL_S]
 
 
 class RunIndex:

@@ -7,13 +7,20 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.conftest import ASSISTANTS_ONLY, Askq
+from producer.local_redis import free_port
+from tests.conftest import ASSISTANTS_ONLY, Askq, wait_until
 from tests.faults.test_api_faults import most_in_window
+from tests.integration.test_metrics import scrape, value
+from tests.integration.test_webhooks import SECRET, event, sign, waiting_job
+from worker.keys import Keys
 from worker.states import JobStatus
 
 pytestmark = pytest.mark.slow
@@ -33,8 +40,6 @@ def test_the_shim_skews_a_process_clock(tmp_path: Path) -> None:
     code = "import time; print(time.time())"
     seen = float(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                                 text=True, check=True).stdout)  # fmt: skip
-    import time
-
     assert abs(seen - (time.time() - 120)) < 5
 
 
@@ -75,3 +80,49 @@ def test_workers_and_producer_minutes_apart_agree(make_askq: Callable[..., Askq]
     burst = max(1, rpm // 60) + 8  # plus one overdraft per running task
     for window in (1.0, 5.0):
         assert most_in_window(stats["request_times"], window) <= burst + window * rpm / 60 + 1
+
+
+def serving(deployment: Askq, command: str, skew: float) -> Iterator[str]:
+    """`askq COMMAND` (metrics or webhooks) on a host whose clock is `skew` s off."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "producer", command, "--port", str(port)],
+        env=skewed(deployment, skew),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{url}/{command if command == 'metrics' else 'healthz'}").is_success
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_until(up, 30, what=f"askq {command}")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+@pytest.mark.parametrize("style", ["responses"], indirect=True)
+def test_exporter_and_webhook_receiver_minutes_ahead_use_redis_time(
+    make_askq: Callable[..., Askq],
+) -> None:
+    deployment = make_askq(webhook_secret=SECRET)
+    deployment.client.submit_batch([f"What is {i} + 1?" for i in range(3)])  # due now
+    with contextmanager(serving)(deployment, "metrics", +SKEW_S) as url:
+        samples = scrape(f"{url}/metrics")
+    assert value(samples, "askq_due_jobs") == 3
+    assert value(samples, "askq_overdue_jobs") == 0  # not "overdue" by a clock 2 min ahead
+
+    later = time.time() + 3600
+    client = waiting_job(deployment.settings, "job_skew", "resp_skew", later)
+    with contextmanager(serving)(deployment, "webhooks", +SKEW_S) as url:
+        body = event("response.completed", "resp_skew")
+        headers = sign(body, "wh_skew", int(time.time()))
+        assert httpx.post(f"{url}/webhooks", content=body, headers=headers).is_success
+    due = client.zscore(Keys(deployment.settings.key_prefix).due, "job_skew")
+    assert due is not None and due <= time.time()  # due now, not 2 minutes from now

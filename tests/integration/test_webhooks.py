@@ -8,7 +8,6 @@ import hashlib
 import hmac
 import json
 import secrets
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from emulator import EmulatorConfig, serve_in_thread
+from producer.local_redis import free_port
 from producer.webhooks import create_app
 from tests.conftest import Askq, wait_until
 from tests.integration.test_metrics import exporter, scrape, value
@@ -178,12 +178,6 @@ def test_webhook_secret_needs_a_style_with_webhooks() -> None:
 
 
 # --- the emulator's deliveries ---------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def serve(app: Any) -> tuple[str, Callable[[], None]]:

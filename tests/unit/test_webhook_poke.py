@@ -51,7 +51,7 @@ def take_poll(stores: Stores, job_id: str) -> int:
 def webhook(stores: Stores, webhook_id: str) -> str:
     keys = stores.jobs.keys
     poke = stores.redis.register_script(lua.WEBHOOK_POKE)
-    outcome = poke(keys=poke_keys(keys, webhook_id, "resp_1"), args=poke_args(keys, stores.now()))
+    outcome = poke(keys=poke_keys(keys, webhook_id, "resp_1"), args=poke_args(keys))
     return outcome.decode() if isinstance(outcome, bytes) else str(outcome)
 
 
