@@ -15,13 +15,12 @@ import json
 import random
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from standardwebhooks.webhooks import Webhook
 
 from emulator.engine import new_id
+from worker.signing import signed_headers
 
 if TYPE_CHECKING:
     from emulator.state import EmulatorState
@@ -102,16 +101,9 @@ class WebhookSender:
     async def _post(self, webhook_id: str, body: str) -> None:
         config = self.state.config
         assert config.webhook_url is not None and config.webhook_secret is not None
-        signer = Webhook(config.webhook_secret)
         for attempt in range(DELIVERY_ATTEMPTS):
-            now = self.state.now()
-            signature = signer.sign(webhook_id, datetime.fromtimestamp(now, UTC), body)
-            headers = {
-                "content-type": "application/json",
-                "webhook-id": webhook_id,
-                "webhook-timestamp": str(int(now)),
-                "webhook-signature": signature,
-            }
+            headers = signed_headers(config.webhook_secret, webhook_id, self.state.now(), body)
+            headers["content-type"] = "application/json"
             try:
                 reply = await self._http().post(config.webhook_url, content=body, headers=headers)
                 if reply.is_success:

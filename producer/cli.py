@@ -13,6 +13,7 @@ import json
 import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn, TextIO, TypeVar
 
@@ -27,7 +28,7 @@ from producer.client import BatchStatus, Client, is_batch_id
 from producer.inputs import LineError, ParsedInput, describe_error, parse_file, parse_text
 from producer.progress import describe, watch_batch
 from worker.errors import AskqError, InputError, PartialSubmit, RedisFull, StoreError
-from worker.models import TOOL_CHOICE_PATTERN, JobRequest, JobResult
+from worker.models import TOOL_CHOICE_PATTERN, Delivery, JobRequest, JobResult
 from worker.settings import load_settings
 from worker.states import JobStatus
 
@@ -150,6 +151,10 @@ def _tool_names(ctx: click.Context, param: click.Parameter, value: str | None) -
 
 
 TOOLS_HELP = "Offer the run only these of the workers' tools (comma-separated names)."
+ON_DONE_HELP = (
+    "Celery task (by name) sent the result record when the job ends, on ASKQ_CALLBACK_QUEUE."
+)
+WEBHOOK_HELP = "POST the result record here when the job ends (signed, ASKQ_CALLBACK_SECRET)."
 
 
 @main.command(
@@ -172,6 +177,8 @@ TOOLS_HELP = "Offer the run only these of the workers' tools (comma-separated na
 @click.option("--instructions", help="Extra instructions for this run.")
 @click.option("--tools", callback=_tool_names, help=TOOLS_HELP)
 @click.option("--tool-choice", callback=_check_tool_choice, help=TOOL_CHOICE_HELP)
+@click.option("--on-done", metavar="TASK", help=ON_DONE_HELP)
+@click.option("--webhook", "webhook_url", metavar="URL", help=WEBHOOK_HELP)
 @click.option("--wait", "wait_", is_flag=True, help="Wait and print the answer.")
 @click.option("--timeout", type=TIMEOUT, default=None, help="Give up waiting after S seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result record as JSON.")
@@ -185,6 +192,8 @@ def ask(
     instructions: str | None,
     tools: list[str] | None,
     tool_choice: str | None,
+    on_done: str | None,
+    webhook_url: str | None,
     wait_: bool,
     timeout: float | None,
     as_json: bool,
@@ -203,6 +212,8 @@ def ask(
             instructions=instructions,
             tools=tools,
             tool_choice=tool_choice,
+            on_done=on_done,
+            webhook_url=webhook_url,
         )
     except ValidationError as exc:
         fail(f"bad question: {describe_error(exc)}")
@@ -283,6 +294,18 @@ def _refuse_too_long(api: Client, parsed: ParsedInput) -> None:
     callback=_check_tool_choice,
     help=f"For lines that set none: {TOOL_CHOICE_HELP}",
 )
+@click.option("--on-done", metavar="TASK", help=f"{ON_DONE_HELP} For lines without 'on_done'.")
+@click.option(
+    "--on-batch-done",
+    metavar="TASK",
+    help="Celery task (by name) sent the batch summary once its last job ends.",
+)
+@click.option(
+    "--webhook",
+    "webhook_url",
+    metavar="URL",
+    help="POST each job's record (lines without 'webhook_url') and the batch summary here.",
+)
 @click.option(
     "--retry-failed",
     is_flag=True,
@@ -301,6 +324,9 @@ def batch(
     fmt: str | None,
     tools: list[str] | None,
     tool_choice: str | None,
+    on_done: str | None,
+    on_batch_done: str | None,
+    webhook_url: str | None,
     retry_failed: bool,
     wait_: bool,
     timeout: float | None,
@@ -333,7 +359,15 @@ def batch(
             for r in requests
         ]
     try:
-        submitted = api.submit(requests, name=name, into=into, retry_failed=retry_failed)
+        submitted = api.submit(
+            requests,
+            name=name,
+            into=into,
+            retry_failed=retry_failed,
+            on_done=on_done,
+            on_batch_done=on_batch_done,
+            webhook_url=webhook_url,
+        )
     except PartialSubmit as exc:
         click.echo(exc.batch_id)  # what was accepted will run: the id must not be lost
         count = f"{exc.accepted}" if exc.exact else f"at least {exc.accepted}"
@@ -367,15 +401,18 @@ def batch(
 def status(identifier: str, as_json: bool) -> None:
     """Show a job (its result record) or a batch (counts by status). ID is a job id, a batch
     id or a batch's --name."""
-    current = client().status(identifier)
-    if isinstance(current, BatchStatus):
-        if as_json:
-            _print_json(current.to_json_dict())
-        else:
-            click.echo(f"{identifier}: {describe(current)}")
-        return
+    api = client()
+    current = api.status(identifier)
+    deliveries = api.deliveries(identifier)
     if as_json:
-        _print_json(current.to_json_dict())
+        shown = current.to_json_dict()
+        if deliveries:
+            shown["callbacks"] = [d.model_dump(mode="json") for d in deliveries]
+        _print_json(shown)
+        return
+    if isinstance(current, BatchStatus):
+        click.echo(f"{identifier}: {describe(current)}")
+        _show_deliveries(deliveries)
         return
     click.echo(f"{identifier}: {current.status.value}")
     if current.answer is not None:
@@ -384,6 +421,31 @@ def status(identifier: str, as_json: bool) -> None:
         click.echo(f"partial answer (the run stopped early):\n{current.partial_answer}")
     if current.error is not None:
         click.echo(f"error: {current.error.code}: {current.error.message}")
+    _show_deliveries(deliveries)
+
+
+def _show_deliveries(deliveries: list[Delivery]) -> None:
+    """One line a callback: where it went and how it stands."""
+    for d in deliveries:
+        what = "callback task" if d.kind == "task" else "webhook"
+        if d.state == "sent":
+            state = f"sent {_when(d.sent_at)}"
+        elif d.state == "delivered":
+            state = f"delivered {_when(d.delivered_at)} after {counted(d.attempts, 'attempt')}"
+        elif d.state == "given_up":
+            state = f"given up {_when(d.given_up_at)} after {counted(d.attempts, 'attempt')}"
+        elif d.attempts:
+            state = f"retrying: {counted(d.attempts, 'attempt')} so far"
+        else:
+            state = "pending"
+        last = ""
+        if d.state != "delivered" and (d.last_error or d.last_status):
+            last = f" (last: {d.last_error or d.last_status})"
+        click.echo(f"{what} {d.target}: {state}{last} [id {d.callback_id}]")
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "-"
 
 
 @main.command(

@@ -7,6 +7,7 @@ accepted here survives any crash after `ask`/`submit_batch` returns.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -18,7 +19,15 @@ from celery import Celery
 from worker.batches import BatchStore
 from worker.celery_app import create_publisher
 from worker.errors import InputError, NotFound, StoreError
-from worker.models import BatchRecord, JobRequest, JobResult
+from worker.models import (
+    TASK_NAME_PATTERN,
+    BatchRecord,
+    Delivery,
+    JobRequest,
+    JobResult,
+    check_task_name,
+    check_webhook_url,
+)
 from worker.redis_store import connect
 from worker.settings import Settings, get_settings
 from worker.states import TERMINAL, JobStatus
@@ -144,12 +153,27 @@ class Client:
         return self.batch_store.submit([self._check(request)], batch=False).job_ids[0]
 
     def submit_batch(
-        self, items: Iterable[JobRequest | str | dict[str, Any]], name: str | None = None
+        self,
+        items: Iterable[JobRequest | str | dict[str, Any]],
+        name: str | None = None,
+        *,
+        on_done: str | None = None,
+        on_batch_done: str | None = None,
+        webhook_url: str | None = None,
     ) -> str:
         """Submit many jobs as one batch; returns the batch id. Results keep this order.
         With a `name` used before, adds to that batch, skipping the items it already has
-        (same `custom_id`, or the same request): re-submitting a file is safe."""
-        return self.submit(items, name=name).batch_id
+        (same `custom_id`, or the same request): re-submitting a file is safe.
+        Callbacks: `on_done` (a Celery task name) gets each job's result record as it ends,
+        `on_batch_done` the batch summary once its last job ends; `webhook_url` is POSTed
+        both (signed). Items naming their own `on_done` / `webhook_url` keep them."""
+        return self.submit(
+            items,
+            name=name,
+            on_done=on_done,
+            on_batch_done=on_batch_done,
+            webhook_url=webhook_url,
+        ).batch_id
 
     def submit(
         self,
@@ -158,18 +182,36 @@ class Client:
         into: str | None = None,
         *,
         retry_failed: bool = False,
+        on_done: str | None = None,
+        on_batch_done: str | None = None,
+        webhook_url: str | None = None,
     ) -> SubmittedBatch:
         """`submit_batch`, also telling how many items were skipped as already submitted.
         `into` adds to that batch id (created if it is not there yet), skipping the items
         it holds: how a submission that failed part-way (`PartialSubmit`) is finished.
         With `retry_failed`, items already in the batch whose job failed or expired run
-        again (same job id)."""
+        again (same job id). Callbacks as in `submit_batch`."""
         if name is not None and name.startswith(ID_PREFIXES):
             raise InputError(f"a batch name may not start with {' or '.join(ID_PREFIXES)}")
+        check_callbacks(on_done, on_batch_done, webhook_url)
         requests = [self._check(_as_request(item)) for item in items]
         if not requests:
             raise InputError("the batch is empty")
-        submitted = self.batch_store.submit(requests, batch=True, name=name, into=into)
+        defaults = {"on_done": on_done, "webhook_url": webhook_url}
+        requests = [
+            request.model_copy(
+                update={k: v for k, v in defaults.items() if v and getattr(request, k) is None}
+            )
+            for request in requests
+        ]
+        submitted = self.batch_store.submit(
+            requests,
+            batch=True,
+            name=name,
+            into=into,
+            on_batch_done=on_batch_done,
+            webhook_url=webhook_url,
+        )
         assert submitted.batch_id is not None
         retried = self.batch_store.retry_failed(submitted.batch_id, requests) if retry_failed else 0
         return SubmittedBatch(
@@ -191,6 +233,10 @@ class Client:
         if is_batch_id(identifier):
             return self._batch_status(self.batch_store.batch(identifier))
         return self.store.load(identifier).record.result()
+
+    def deliveries(self, identifier: str) -> list[Delivery]:
+        """Where the callbacks of a job's end, or of a batch's, stand (none yet: empty)."""
+        return self.batch_store.outbox.deliveries(self.resolve(identifier))
 
     def batches(self, limit: int = 20) -> list[BatchStatus]:
         """The newest batches first, with their counts."""
@@ -295,3 +341,17 @@ def _as_request(item: JobRequest | str | dict[str, Any]) -> JobRequest:
         return JobRequest.model_validate(item)
     except ValueError as exc:
         raise InputError(f"bad job: {exc}") from exc
+
+
+def check_callbacks(
+    on_done: str | None, on_batch_done: str | None, webhook_url: str | None
+) -> None:
+    """Batch-wide callbacks, checked as a job's own are (`JobRequest`)."""
+    try:
+        for task in (on_done, on_batch_done):
+            if task is not None and not re.fullmatch(TASK_NAME_PATTERN, task):
+                raise ValueError(f"{task!r} is not a Celery task name")
+            check_task_name(task)
+        check_webhook_url(webhook_url)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None

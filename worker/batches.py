@@ -21,6 +21,7 @@ import redis
 from worker import lua
 from worker.errors import InputError, NotFound, PartialSubmit, RedisFull, StoreError
 from worker.models import BatchRecord, JobRecord, JobRequest
+from worker.outbox import OutboxStore
 from worker.redis_store import RedisStore, text
 from worker.settings import Settings
 from worker.states import JobStatus
@@ -30,6 +31,7 @@ SUBMIT_CHUNK = 500
 RETRIED_STATUSES = frozenset({JobStatus.FAILED, JobStatus.EXPIRED})
 """What `--retry-failed` runs again: not cancelled (asked for) nor incomplete (would repeat)."""
 BATCH_ID = re.compile(r"^batch_[0-9a-f]{32}$")
+CALLBACK_FIELDS = {"on_done", "webhook_url"}
 
 
 def item_keys(requests: Sequence[JobRequest]) -> list[str]:
@@ -41,7 +43,10 @@ def item_keys(requests: Sequence[JobRequest]) -> list[str]:
         if request.custom_id is not None:
             keys.append(f"id:{request.custom_id}")
             continue
-        digest = hashlib.sha1(request.model_dump_json().encode()).hexdigest()
+        # where to report an answer is not part of the question: adding --on-done to a
+        # re-submission must not run its items again
+        asked = request.model_dump_json(exclude=CALLBACK_FIELDS)
+        digest = hashlib.sha1(asked.encode()).hexdigest()
         seen[digest] = seen.get(digest, 0) + 1
         keys.append(f"sha1:{digest}:{seen[digest]}")
     return keys
@@ -68,6 +73,7 @@ class BatchStore(RedisStore):
         self._submit = client.register_script(lua.SUBMIT)
         self._retry = client.register_script(lua.RETRY)
         self.jobs = JobStore(client, settings)
+        self.outbox = OutboxStore(client, settings)
 
     # -- submitting -----------------------------------------------------------------------
 
@@ -107,10 +113,14 @@ class BatchStore(RedisStore):
         batch: bool,
         name: str | None = None,
         into: str | None = None,
+        on_batch_done: str | None = None,
+        webhook_url: str | None = None,
     ) -> Submitted:
         """Store the jobs and make them due. With `batch`, the batch id is settled before the
         first write (a new one; the batch already named `name`; or `into`), and any failure
-        after that raises `PartialSubmit` naming it and how many jobs it accepted."""
+        after that raises `PartialSubmit` naming it and how many jobs it accepted.
+        `on_batch_done` (a Celery task name) and `webhook_url` get the batch's summary when
+        its last job ends; a submission cut short sends it once one finishes the batch."""
         if into is not None and not BATCH_ID.match(into):
             raise InputError(f"{into!r} is not a batch id (batch_ and 32 hex digits)")
         self.check_room()
@@ -118,7 +128,9 @@ class BatchStore(RedisStore):
         batch_id = (into or self._named(name) or new_batch_id()) if batch else None
         accepted: list[str] = []
         try:
-            return self._submit_all(requests, batch_id, name, now, accepted)
+            return self._submit_all(
+                requests, batch_id, name, now, accepted, (on_batch_done, webhook_url)
+            )
         except StoreError as exc:
             if batch_id is None:
                 raise
@@ -138,11 +150,16 @@ class BatchStore(RedisStore):
         name: str | None,
         now: float,
         accepted: list[str],
+        batch_callbacks: tuple[str | None, str | None],
     ) -> Submitted:
         k = self.keys
         batch_ttl = int(self.settings.result_ttl_s + self.settings.job_timeout_s)
         if batch_id is not None:
             self._record_batch(batch_id, name, len(requests), batch_ttl, now)
+            task, webhook = batch_callbacks
+            self.outbox.open_batch(
+                batch_id, task=task, webhook=webhook, name=name, created=now, ttl=batch_ttl
+            )
         skipped = 0
         keys = item_keys(requests)
         for start in range(0, len(requests), SUBMIT_CHUNK):
@@ -191,6 +208,8 @@ class BatchStore(RedisStore):
                     accepted.append(job_id)
                 else:
                     skipped += 1
+        if batch_id is not None:
+            self.outbox.seal_batch(batch_id)
         return Submitted(batch_id=batch_id, job_ids=accepted, skipped=skipped)
 
     def retry_failed(self, batch_id: str, requests: Sequence[JobRequest]) -> int:

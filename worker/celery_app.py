@@ -17,9 +17,10 @@ from kombu.entity import Exchange, Queue
 from worker.broker import use_guarded_redis_transport
 from worker.settings import Settings
 
-QUEUES = ("askq.start", "askq.poll", "askq.act", "askq.cancel")
+QUEUES = ("askq.start", "askq.poll", "askq.act", "askq.cancel", "askq.deliver")
 """One queue per task (the queue is named after its task), so slow tools never delay polls,
-cancels never wait behind thousands of polls, and each backlog is visible on its own."""
+cancels never wait behind thousands of polls, webhooks to a slow receiver delay nothing else,
+and each backlog is visible on its own."""
 
 BROKER_TRANSPORT_OPTIONS = {
     # An unacked message of a dead worker comes back after this long; askq's own
@@ -43,6 +44,14 @@ def routing() -> dict[str, Any]:
         "task_routes": {name: {"queue": name, "routing_key": name} for name in QUEUES},
         "task_create_missing_queues": False,
     }
+
+
+def callback_queue(settings: Settings) -> Queue:
+    """The user's queue for callbacks (ASKQ_CALLBACK_QUEUE), declared as Celery declares its
+    default one (a direct exchange and routing key of the queue's name), so the user's plain
+    `celery worker -Q NAME` consumes what askq sends there."""
+    name = settings.callback_queue
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)
 
 
 def create_publisher(settings: Settings) -> Celery:

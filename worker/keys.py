@@ -36,7 +36,8 @@ class Keys:
         `epoch` (bumped by every publication: the fencing token of the task that takes it),
         `owner` / `taken_at` / `taker` (the worker process running the task, when it took it,
         the take's request id), `req` (request id of the last save), `cancel` (requested →
-        taken → done), `poked` (a provider webhook named the job since its poll was taken)."""
+        taken → done), `poked` (a provider webhook named the job since its poll was taken),
+        `callbacks` (ids of the callbacks its last end wrote)."""
         return f"{self.job_prefix}{job_id}"
 
     def batch(self, batch_id: str) -> str:
@@ -187,6 +188,33 @@ class Keys:
         server carried out after askq gave up on it; a run made by a task that lost its
         claim) (metrics)."""
         return f"{self.prefix}:stray-runs"
+
+    @property
+    def outbox(self) -> str:
+        """Sorted set: callback id → when it is due (epoch s): to publish (a Celery callback)
+        or to deliver (a webhook, again after a failure). A claimed entry is re-scored to its
+        lease end, so a pump or task that dies leaves it to be claimed again."""
+        return f"{self.prefix}:outbox"
+
+    @property
+    def callback_prefix(self) -> str:
+        return f"{self.prefix}:callback:"
+
+    def callback(self, callback_id: str) -> str:
+        """Hash, with a TTL: one callback (worker/outbox.py): `kind` (task|webhook), `target`
+        (task name or URL), `event` (job.done|batch.done), `subject` (job or batch id), its
+        payload (`payload`: a result record; or the batch summary's `counts`, `name`,
+        `batch_created_at`, `first_at`, `last_at`), `state`, `attempts`, `created_at`,
+        `ticket`, and the delivery's `last_status`, `last_error`, `last_attempt_at`,
+        `sent_at`, `delivered_at`, `given_up_at`."""
+        return f"{self.callback_prefix}{callback_id}"
+
+    def batch_callbacks(self, batch_id: str) -> str:
+        """Hash: a batch's `task` (on_batch_done) and `webhook`, its `name` and `created_at`;
+        `sealed` (its submission finished), `ended_open` (its last job ended while a submission
+        was still adding jobs), `first_at` (first job end of this round), `round`, and
+        `callbacks` (ids of the last round's callbacks). Only batches with callbacks have one."""
+        return f"{self.prefix}:batch:{batch_id}:callbacks"
 
     @property
     def job_latency(self) -> str:

@@ -76,19 +76,92 @@ return 1
 """
 )
 
+CALLBACKS_ON_END = """
+-- The outbox (worker/outbox.py): the intent to call back is written by the same script that
+-- ends a job, so a crash may delay a callback but never lose it, and one end writes it once.
+-- A callback's id names what it reports: <job id>.<version>.<kind> for a job's end,
+-- <batch id>.<round>.<kind> for a batch's (a batch ends again after --retry-failed).
+local LIVE_STATUSES = {'pending', 'running', 'requires_action', 'cancelling'}
+
+local function outbox_add(spec, outbox, wake, base, subject, event, targets, payload, now)
+  local ids = {}
+  for _, kind in ipairs({'task', 'webhook'}) do
+    local target = targets[kind]
+    if target and target ~= '' then
+      local cb = base .. '.' .. kind
+      local key = spec.prefix .. cb
+      redis.call('HSET', key, 'kind', kind, 'target', target, 'event', event,
+                 'subject', subject, 'state', 'pending', 'attempts', 0,
+                 'created_at', tostring(now))
+      redis.call('HSET', key, unpack(payload))
+      redis.call('EXPIRE', key, spec.ttl)
+      redis.call('ZADD', outbox, now, cb)
+      ids[#ids + 1] = cb
+    end
+  end
+  if #ids > 0 then redis.call('RPUSH', wake, '1') end
+  return table.concat(ids, ',')
+end
+
+local function batch_live(counts)
+  local live = 0
+  for _, n in ipairs(redis.call('HMGET', counts, unpack(LIVE_STATUSES))) do
+    live = live + tonumber(n or '0')
+  end
+  return live
+end
+
+local function batch_done(spec, batch_cb, counts, outbox, wake, batch_id, now)
+  local f = redis.call('HMGET', batch_cb, 'task', 'webhook', 'name', 'created_at', 'first_at')
+  local round = redis.call('HINCRBY', batch_cb, 'round', 1)
+  local summary = {'counts', cjson.encode(redis.call('HGETALL', counts)), 'name', f[3] or '',
+                   'batch_created_at', f[4] or '', 'first_at', f[5] or tostring(now),
+                   'last_at', tostring(now)}
+  local ids = outbox_add(spec, outbox, wake, batch_id .. '.' .. round, batch_id, 'batch.done',
+                         {task = f[1], webhook = f[2]}, summary, now)
+  redis.call('HSET', batch_cb, 'ended_open', '0', 'callbacks', ids)
+  redis.call('HDEL', batch_cb, 'first_at')
+end
+
+-- spec (JSON from JobStore.transition): prefix, ttl, and when they apply task, webhook,
+-- payload (the result record), batch (the batch id)
+local function on_job_end(spec, job, batch_cb, counts, outbox, wake, id, version, now)
+  if spec.task or spec.webhook then
+    local ids = outbox_add(spec, outbox, wake, id .. '.' .. version, id, 'job.done',
+                           {task = spec.task, webhook = spec.webhook},
+                           {'payload', spec.payload}, now)
+    redis.call('HSET', job, 'callbacks', ids)
+  end
+  if spec.batch and redis.call('EXISTS', batch_cb) == 1 then
+    redis.call('HSETNX', batch_cb, 'first_at', tostring(now))
+    if batch_live(counts) == 0 then
+      -- the last job ended: the batch is done, unless a submission is still adding jobs
+      -- (then its end, SEAL_BATCH, decides)
+      if redis.call('HGET', batch_cb, 'sealed') == '1' then
+        batch_done(spec, batch_cb, counts, outbox, wake, spec.batch, now)
+      else
+        redis.call('HSET', batch_cb, 'ended_open', '1')
+      end
+    end
+  end
+end
+"""
+
 TRANSITION = (
     SERVER_NOW
+    + CALLBACKS_ON_END
     + """
 -- Compare-and-set of a job record on its version, fenced by the claim's epoch, with every
 -- index kept in step. Returns the new version; 0 when the record moved on (stale view);
 -- -1 when the caller's claim was taken over (it must stop: another task owns the job).
 -- KEYS: job, due, deadlines, inflight, waiting, counts, batch_counts, thread_queue, wake,
---       job_latency, batch_ended
+--       job_latency, batch_ended, outbox, batch_callbacks
 -- ARGV: 1 expected_version, 2 record, 3 old_status, 4 new_status, 5 next_task,
 --       6 due ('' keep, '-' remove, else epoch s), 7 terminal, 8 ttl, 9 fence (epoch, ''
 --       for none), 10 has_batch, 11 has_thread, 12 max_inflight, 13 job_id,
 --       14 latency bucket ('' when the job does not end here), 15 latency (s),
---       16 request id, 17 release ('1': the task is done with the job)
+--       16 request id, 17 release ('1': the task is done with the job),
+--       18 callbacks spec (JSON; '' when the job does not end here or has none)
 if redis.call('HGET', KEYS[1], 'req') == ARGV[16] then
   return tonumber(redis.call('HGET', KEYS[1], 'version'))  -- this same save, re-sent
 end
@@ -136,6 +209,10 @@ end
 if ARGV[7] == '1' then
   -- Extension point: whatever must happen exactly once when a job ends (an outbox of
   -- callbacks, a follow stream) belongs here, in the same atomic step.
+  if ARGV[18] ~= '' then
+    on_job_end(cjson.decode(ARGV[18]), KEYS[1], KEYS[13], KEYS[7], KEYS[12], KEYS[9], id,
+               version, now)
+  end
   redis.call('ZREM', KEYS[2], id)
   redis.call('ZREM', KEYS[3], id)
   redis.call('ZREM', KEYS[5], id)
@@ -499,5 +576,126 @@ OVERDUE = (
 -- (the exporter's host clock may be off by minutes).
 -- KEYS: due; ARGV: grace_s
 return redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. tostring(server_now() - tonumber(ARGV[1])))
+"""
+)
+
+OPEN_BATCH = """
+-- A submission into a batch begins: record the batch's callbacks (those given), and unseal
+-- a batch that has callbacks, so its end waits for this submission's (SEAL_BATCH).
+-- KEYS: batch_callbacks; ARGV: ttl, task, webhook, name, created_at (epoch s)
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'task', ARGV[2]) end
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'webhook', ARGV[3]) end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSETNX', KEYS[1], 'name', ARGV[4])
+redis.call('HSETNX', KEYS[1], 'created_at', ARGV[5])
+redis.call('HSET', KEYS[1], 'sealed', '0')
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+SEAL_BATCH = (
+    SERVER_NOW
+    + CALLBACKS_ON_END
+    + """
+-- A submission into a batch finished: the batch may end now. If its last job already ended
+-- while this submission was adding jobs, the batch is done at once. Safe to send twice (the
+-- second call finds `ended_open` cleared).
+-- KEYS: batch_callbacks, batch_counts, outbox, wake; ARGV: spec (JSON: prefix, ttl), batch id
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'sealed', '1')
+if redis.call('HGET', KEYS[1], 'ended_open') == '1' and batch_live(KEYS[2]) == 0 then
+  batch_done(cjson.decode(ARGV[1]), KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], server_now())
+  return 1
+end
+return 0
+"""
+)
+
+CLAIM_OUTBOX = (
+    SERVER_NOW
+    + """
+-- Claim due callbacks: re-score each to its lease end (a pump that dies before publishing,
+-- or a delivery task that dies, leaves it to be claimed again) and give it a ticket that one
+-- delivery task may take. Entries whose callback expired are dropped.
+-- Returns {server now, id, {field, value, ...}, id, {...}, ...}.
+-- KEYS: outbox; ARGV: limit, lease_s, callback_prefix
+local now = server_now()
+local out = {tostring(now)}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[1])) do
+  local key = ARGV[3] .. id
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('ZREM', KEYS[1], id)
+  else
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), id)
+    redis.call('HSET', key, 'ticket', '1')
+    out[#out + 1] = id
+    out[#out + 1] = redis.call('HGETALL', key)
+  end
+end
+return out
+"""
+)
+
+CALLBACK_SENT = (
+    SERVER_NOW
+    + """
+-- A Celery callback was handed to the broker: it leaves the outbox.
+-- KEYS: outbox, callback; ARGV: callback id
+redis.call('ZREM', KEYS[1], ARGV[1])
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('HSET', KEYS[2], 'state', 'sent', 'sent_at', tostring(server_now()))
+  redis.call('HINCRBY', KEYS[2], 'attempts', 1)
+  redis.call('HDEL', KEYS[2], 'ticket')
+end
+return 1
+"""
+)
+
+TAKE_CALLBACK = (
+    SERVER_NOW
+    + """
+-- One delivery task per claim takes the callback (a duplicate message finds no ticket) and
+-- holds its lease for the length of one bounded attempt. Returns its fields, or {}.
+-- KEYS: outbox, callback; ARGV: callback id, hold_s
+if redis.call('HDEL', KEYS[2], 'ticket') == 0 then return {} end
+redis.call('ZADD', KEYS[1], 'XX', server_now() + tonumber(ARGV[2]), ARGV[1])
+return redis.call('HGETALL', KEYS[2])
+"""
+)
+
+CALLBACK_ATTEMPT = (
+    SERVER_NOW
+    + """
+-- One delivery attempt's outcome. Delivered: done. Failed: due again after `delay`, unless
+-- that is past the retry window (created_at + retry_s): then given up. Returns the state.
+-- KEYS: outbox, callback
+-- ARGV: callback id, ok ('1'/'0'), last_status ('' none), last_error, delay_s, retry_s
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  return 'gone'
+end
+local now = server_now()
+redis.call('HINCRBY', KEYS[2], 'attempts', 1)
+redis.call('HSET', KEYS[2], 'last_status', ARGV[3], 'last_error', ARGV[4],
+           'last_attempt_at', tostring(now))
+local state
+if ARGV[2] == '1' then
+  state = 'delivered'
+  redis.call('HSET', KEYS[2], 'delivered_at', tostring(now))
+  redis.call('ZREM', KEYS[1], ARGV[1])
+else
+  local created = tonumber(redis.call('HGET', KEYS[2], 'created_at') or tostring(now))
+  local next_at = now + tonumber(ARGV[5])
+  if next_at > created + tonumber(ARGV[6]) then
+    state = 'given_up'
+    redis.call('HSET', KEYS[2], 'given_up_at', tostring(now))
+    redis.call('ZREM', KEYS[1], ARGV[1])
+  else
+    state = 'retrying'
+    redis.call('ZADD', KEYS[1], next_at, ARGV[1])
+  end
+end
+redis.call('HSET', KEYS[2], 'state', state)
+return state
 """
 )

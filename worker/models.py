@@ -8,8 +8,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from worker.errors import RecordError
 from worker.states import JobStatus
@@ -25,6 +34,29 @@ TOOL_CHOICE_MODES = frozenset({"auto", "none", "required"})
 """`tool_choice` values every protocol spells the same; anything else names one function."""
 TOOL_CHOICE_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 """A mode, or a function name as the APIs allow them."""
+TASK_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$"
+"""A Celery task name as users write them (`myapp.tasks.on_done`)."""
+MAX_URL_CHARS = 2048
+
+
+def check_task_name(value: str | None) -> str | None:
+    """A callback task name: Celery's shape, and never one of askq's own tasks (a record
+    sent as a job id would be refused anyway, but a typo must fail at submission)."""
+    if value is not None and value.startswith("askq."):
+        raise ValueError(f"{value!r}: task names starting with 'askq.' are askq's own")
+    return value
+
+
+def check_webhook_url(value: str | None) -> str | None:
+    """Only http(s) URLs with a host: askq's workers POST to it."""
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"webhook URL must be http(s)://host/..., got {value[:80]!r}")
+    if len(value) > MAX_URL_CHARS:
+        raise ValueError(f"webhook URL is longer than {MAX_URL_CHARS} characters")
+    return value
 
 
 def utcnow() -> datetime:
@@ -75,6 +107,20 @@ class JobRequest(BaseModel):
         description="'auto', 'none', 'required', or the name of the one function the run "
         "must call; each adapter spells it in its protocol's shape.",
     )
+    on_done: str | None = Field(
+        default=None,
+        pattern=TASK_NAME_PATTERN,
+        description="A Celery task (by name) sent the job's result record when it ends, to "
+        "ASKQ_CALLBACK_QUEUE: it runs on the user's own workers.",
+    )
+    webhook_url: str | None = Field(
+        default=None,
+        description="An http(s) URL askq POSTs the job's result record to when it ends, "
+        "signed with ASKQ_CALLBACK_SECRET (Standard Webhooks).",
+    )
+
+    _task_name = field_validator("on_done")(check_task_name)
+    _webhook = field_validator("webhook_url")(check_webhook_url)
 
     @model_validator(mode="before")
     @classmethod
@@ -265,3 +311,35 @@ class BatchRecord(BaseModel):
     name: str | None = None
     size: int = 0
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class BatchSummary(BaseModel):
+    """What `on_batch_done` receives (and a batch's webhook): sent once when its last job
+    ends."""
+
+    batch_id: str
+    name: str | None
+    counts: dict[JobStatus, int] = Field(description="Jobs by terminal status (none live).")
+    total: int
+    created_at: datetime | None
+    first_finished_at: datetime = Field(description="When the first job of this round ended.")
+    last_finished_at: datetime = Field(description="When the last job ended (the batch's end).")
+
+
+class Delivery(BaseModel):
+    """Where one callback stands (`askq status`): sent (Celery) or delivered (webhook), still
+    retrying, or given up."""
+
+    callback_id: str
+    kind: Literal["task", "webhook"]
+    target: str = Field(description="The task name, or the webhook URL without its query.")
+    event: Literal["job.done", "batch.done"]
+    state: Literal["pending", "sent", "retrying", "delivered", "given_up"]
+    attempts: int = 0
+    last_status: int | None = Field(default=None, description="HTTP status of the last try.")
+    last_error: str | None = None
+    created_at: datetime
+    last_attempt_at: datetime | None = None
+    sent_at: datetime | None = None
+    delivered_at: datetime | None = None
+    given_up_at: datetime | None = None

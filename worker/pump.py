@@ -12,6 +12,9 @@ by the heartbeats of the live ones: worker/heartbeat.py.) Claimed entries are
 re-scored to a lease end rather than removed, so a worker that dies between claiming and
 publishing delays a job by a lease, never loses it.
 
+Each round also publishes the due callbacks of the outbox (worker/callbacks.py): Celery
+callbacks to the user's queue, webhook deliveries as `askq.deliver` tasks.
+
 The loop also keeps the heartbeat file (ASKQ_HEARTBEAT_FILE) of the container probes: it is
 touched every round whatever Redis does, so liveness means "this loop is not stuck"; its
 content says whether Redis answered the last round (`ok`) or not, for readiness.
@@ -30,10 +33,12 @@ from typing import Any, ClassVar
 
 from celery import Celery, bootsteps
 
+from worker.callbacks import CallbackPublisher
 from worker.dispatch import Claim, DispatchStore
 from worker.errors import StoreError
 from worker.heartbeat import Heartbeat, process_heartbeat
 from worker.limits import LimitStore
+from worker.outbox import OutboxStore
 from worker.redis_store import ServerClock, connect
 from worker.settings import Settings, get_settings
 
@@ -59,6 +64,7 @@ class Pump:
         client = connect(settings)
         self.dispatch = DispatchStore(client, settings)
         self.limits = LimitStore(client, settings)
+        self.callbacks = CallbackPublisher(app, OutboxStore(client, settings), settings)
         self.clock = ServerClock()
         self.holder = f"{socket.gethostname()}:{os.getpid()}"
         self.stopping = threading.Event()
@@ -115,6 +121,8 @@ class Pump:
             self.publish(claimed.claims)
             if len(claimed.claims) == CLAIM_BATCH:
                 return 0.0
+        if self.callbacks.publish_due():
+            return 0.0
         next_due = self.dispatch.next_due_at()
         wait = IDLE_WAIT_S if next_due is None else next_due - self.clock.now()
         return max(0.0, min(wait, IDLE_WAIT_S, self.next_sweep - time.monotonic()))

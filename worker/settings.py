@@ -14,7 +14,14 @@ from functools import lru_cache
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.errors import ConfigError
@@ -90,6 +97,14 @@ class Settings(BaseSettings):
     webhook_poll_s: float = Field(default=60.0, gt=0)
     """With webhooks on, polls are a safety net for lost webhooks: one look this often."""
 
+    callback_queue: str = Field(default="celery", min_length=1)
+    """The Celery queue `on_done` / `on_batch_done` tasks are sent to (the user's workers
+    consume it; Celery's default queue is `celery`)."""
+    callback_secret: SecretStr = SecretStr("")
+    """The `whsec_...` secret askq signs its webhooks to users with (Standard Webhooks)."""
+    callback_retry_s: float = Field(default=86400.0, gt=0)
+    """How long a webhook to a user is retried (with back-off) before askq gives up."""
+
     @field_validator("api_base")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
@@ -113,9 +128,9 @@ class Settings(BaseSettings):
             raise ValueError(f"ASKQ_API_KEY_HEADER is not a header name: {value!r}")
         return value
 
-    @field_validator("webhook_secret")
+    @field_validator("webhook_secret", "callback_secret")
     @classmethod
-    def _whsec(cls, value: SecretStr) -> SecretStr:
+    def _whsec(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
         secret = value.get_secret_value()
         if secret:
             try:
@@ -123,7 +138,8 @@ class Settings(BaseSettings):
             except (ValueError, binascii.Error):
                 decoded = b""
             if not decoded:
-                raise ValueError("ASKQ_WEBHOOK_SECRET must be a whsec_... secret (base64)")
+                name = f"ASKQ_{(info.field_name or '').upper()}"
+                raise ValueError(f"{name} must be a whsec_... secret (base64)")
         return value
 
     @field_validator("redis_url")

@@ -8,6 +8,7 @@ nor a task whose claim was taken over can overwrite a newer record.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from worker import lua
 from worker.errors import ClaimLost, NotFound
 from worker.keys import job_latency_bucket
 from worker.models import JobRecord
+from worker.outbox import callback_spec
 from worker.redis_store import RedisStore, request_id, text
 from worker.settings import Settings
 from worker.states import JobStatus
@@ -105,6 +107,7 @@ class JobStore(RedisStore):
             repr(latency),
             request_id(),
             "1" if release else "0",
+            self._callbacks_spec(record) if ends else "",
         ]
         version = int(
             self._call(
@@ -121,6 +124,8 @@ class JobStore(RedisStore):
                         k.wake,
                         k.job_latency,
                         k.batch_ended(old.batch_id) if old.batch_id else k.counts,
+                        k.outbox,
+                        k.batch_callbacks(old.batch_id) if old.batch_id else k.outbox,
                     ],
                     args=args,
                 )
@@ -131,6 +136,26 @@ class JobStore(RedisStore):
         if not version:
             return None
         return Loaded(record, version)
+
+    def _callbacks_spec(self, record: JobRecord) -> str:
+        """What the transition script writes to the outbox as this job ends (worker/outbox.py):
+        its callbacks with the result record they carry, and its batch (which may end too)."""
+        request = record.request
+        if not (request.on_done or request.webhook_url or record.batch_id):
+            return ""
+        spec = callback_spec(self.keys, self.settings)
+        if request.on_done or request.webhook_url:
+            spec["payload"] = record.result().model_dump_json()
+        spec.update(
+            (name, value)
+            for name, value in (
+                ("task", request.on_done),
+                ("webhook", request.webhook_url),
+                ("batch", record.batch_id),
+            )
+            if value
+        )
+        return json.dumps(spec)
 
     def take_ticket(self, job_id: str, task: str, worker_id: str) -> int | None:
         """The epoch of this task's claim, for exactly one task per published message:

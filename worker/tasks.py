@@ -1,4 +1,5 @@
-"""The four Celery tasks. Each takes a job id only and is a thin shell around `driver`.
+"""askq's Celery tasks. Each takes one id only and is a thin shell: the four job tasks take a
+job id and call `driver`; `askq.deliver` takes a callback id and makes one webhook attempt.
 
 A task first takes its job's ticket (set when the pump published this message): a duplicate
 or redelivered message finds none and does nothing; the ticket gives the task the epoch that
@@ -15,6 +16,7 @@ from collections.abc import Callable
 
 from worker import driver
 from worker.application import app
+from worker.callbacks import process_deliverer
 from worker.driver import Held
 from worker.errors import ClaimLost, StoreError
 from worker.runtime import Runtime, runtime
@@ -70,3 +72,14 @@ def act(job_id: str) -> None:
 @app.task(name="askq.cancel")
 def cancel(job_id: str) -> None:
     _run(driver.cancel, job_id, ticket=None)
+
+
+@app.task(name="askq.deliver")
+def deliver(callback_id: str) -> None:
+    try:
+        rt = runtime()
+        process_deliverer(rt.redis, rt.settings, rt.clock).deliver(callback_id)
+    except StoreError as exc:
+        _store_unavailable(callback_id, exc)
+    except Exception:
+        log.exception("callback %s: unexpected error; retried after its lease", callback_id)
