@@ -5,7 +5,7 @@ JSON schema that `check-jsonschema` ships, the core Kubernetes objects against t
 `kubernetes-validate` ships (strict: unknown fields fail), and the KEDA objects against
 tests/deploy/schemas/keda-v1alpha1.json. On top of the schemas, the promises that matter to an
 operator: Redis durable and password-protected, Flower behind auth, workers scalable and
-drained gracefully, liveness from the heartbeat file, KEDA watching exactly the four queues,
+drained gracefully, liveness from the heartbeat file, KEDA watching exactly the askq queues,
 secrets only in Secrets. Commands are checked against the project itself (the Celery app, the
 `askq` CLI) when those exist; such a check is skipped, with the reason, while they do not.
 """
@@ -41,7 +41,7 @@ K8S_DIR = ROOT / "deploy" / "k8s"
 KEDA_SCHEMA = Path(__file__).parent / "schemas" / "keda-v1alpha1.json"
 DEPLOY_DOC = ROOT / "docs" / "deploy.md"
 
-QUEUES = frozenset({"askq.start", "askq.poll", "askq.act", "askq.cancel"})
+QUEUES = frozenset({"askq.start", "askq.poll", "askq.act", "askq.cancel", "askq.deliver"})
 HEARTBEAT_FILE = "/tmp/askq-heartbeat"
 # The contract: every askq task finishes in well under this.
 LONGEST_TASK_S = 60
@@ -311,10 +311,10 @@ def test_command_exists_in_project(where: str, argv: list[str]) -> None:
         pytest.fail(f"{where}: unexpected program {argv[0]!r}")
 
 
-def test_celery_app_declares_the_four_queues_and_tasks() -> None:
+def test_celery_app_declares_every_queue_and_task() -> None:
     facts = require_celery_app()
     assert set(facts["queues"]) >= QUEUES, "the worker must declare every askq queue"
-    assert set(facts["tasks"]) >= QUEUES, "task names are askq.start/poll/act/cancel"
+    assert set(facts["tasks"]) >= QUEUES, "task names are askq.start/poll/act/cancel/deliver"
 
 
 def soft_shutdown_s() -> float:
@@ -564,7 +564,7 @@ def test_kustomize_builds() -> None:
             assert images == {"askq:0.1.0"}, images
 
 
-def test_scaled_object_watches_exactly_the_four_queues() -> None:
+def test_scaled_object_watches_exactly_the_askq_queues() -> None:
     scaled = k8s_object("ScaledObject", "askq-worker")
     spec = scaled["spec"]
     target = spec["scaleTargetRef"]
@@ -573,7 +573,7 @@ def test_scaled_object_watches_exactly_the_four_queues() -> None:
     assert all(t["type"] == "redis" for t in triggers)
     assert {t["metadata"]["listName"] for t in triggers} == QUEUES
     assert len(triggers) == len(QUEUES)
-    # Summed, not the max of four: the formula names every trigger once.
+    # Summed, not the max of them: the formula names every trigger once.
     names = {t["name"] for t in triggers}
     formula = spec["advanced"]["scalingModifiers"]["formula"]
     assert set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", formula)) == names
