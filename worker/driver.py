@@ -25,7 +25,7 @@ from worker.errors import (
     RetryableApiError,
 )
 from worker.machine import Snapshot, Step, Task
-from worker.models import JobRecord
+from worker.models import ErrorInfo, JobRecord
 from worker.runtime import Runtime
 from worker.states import RUN_STATUS, JobStatus
 from worker.store import Loaded
@@ -141,6 +141,16 @@ def start(rt: Runtime, held: Held) -> None:
         return
     if machine.timed_out(loaded.record, rt.clock.now()):
         _expire(rt, held, loaded)
+        return
+    if unknown := rt.tools.unknown(loaded.record.request.tools):
+        # a job would otherwise run without the tools it was written for, and never say so
+        error = ErrorInfo(
+            code="unknown_tools",
+            message=f"no such tool on the workers: {', '.join(unknown)} "
+            "(the workers load tools from ASKQ_TOOL_MODULES)",
+        )
+        finish = machine.finish(loaded.record, JobStatus.FAILED, rt.clock.now(), error)
+        _save(rt, held, loaded, finish)
         return
     if not rt.limits.acquire_slot(job_id):
         return

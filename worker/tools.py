@@ -296,9 +296,13 @@ class ToolRegistry:
         """Registered names, in registration order."""
         return list(self._tools)
 
+    def unknown(self, names: list[str] | None) -> list[str]:
+        """Names a job asks for that this registry lacks (its start refuses such a job)."""
+        return [n for n in dict.fromkeys(names or []) if n not in self._tools]
+
     def select(self, names: list[str] | None) -> list[Tool]:
         """The tools a job may use: all for None, else those named (in that order, once);
-        unknown names are skipped here (a job naming one is refused where jobs are checked).
+        unknown names are skipped here (`unknown` finds them: the job is refused at start).
         """
         if names is None:
             return list(self._tools.values())

@@ -190,3 +190,13 @@ def test_every_message_delivered_twice_changes_nothing(make_askq: Callable[..., 
     assert len(stats["tool_output_submissions"]) == 10
     log = deployment.workers[0].output()
     assert log.count("askq.poll[") > 2 * 30  # duplicates really were delivered
+
+
+def test_a_job_naming_a_tool_the_workers_lack_fails_before_any_run(tooled: Askq) -> None:
+    """A typo in `--tools` must not run the job silently without the tool it was meant for."""
+    request = JobRequest(question="Add 1 and 1", tools=["add", "ad"])
+    result = finished(tooled, tooled.client.ask(request))
+    assert result.status is JobStatus.FAILED
+    assert result.error is not None and result.error.code == "unknown_tools"
+    assert "ad" in result.error.message and "ASKQ_TOOL_MODULES" in result.error.message
+    assert tooled.emulator.stats()["runs_by_job"] == {}
