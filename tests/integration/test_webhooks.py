@@ -180,8 +180,9 @@ def test_webhook_secret_needs_a_style_with_webhooks() -> None:
 # --- the emulator's deliveries ---------------------------------------------------------
 
 
-def serve(app: Any) -> tuple[str, Callable[[], None]]:
-    port = free_port()
+def serve(app: Any, port: int | None = None) -> tuple[str, Callable[[], None]]:
+    """Serve `app` from a thread (on `port`, else a free one); returns its URL and a stop."""
+    port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -4,11 +4,14 @@ come back (at least once); webhook attempts retried, then given up after the win
 
 from __future__ import annotations
 
+import itertools
 import json
+import random
 
 import pytest
 
 from tests.unit.test_store import Stores, make_stores
+from worker.callbacks import retry_delay
 from worker.models import JobRequest
 from worker.outbox import OutboxStore
 from worker.settings import Settings, load_settings
@@ -168,3 +171,11 @@ def test_webhook_attempts_retry_then_give_up(stores: Stores, outbox: OutboxStore
         json.loads(stores.redis.hget(outbox.keys.callback(callback_id), "payload"))["job_id"]
         == job_id
     )
+
+
+def test_webhook_back_off_doubles_to_an_hour_with_jitter() -> None:
+    rng = random.Random(1)
+    delays = [retry_delay(attempts, rng) for attempts in range(1, 16)]
+    assert 0.8 <= delays[0] <= 1.2 and 1.6 <= delays[1] <= 2.4
+    assert all(later > earlier for earlier, later in itertools.pairwise(delays[:12]))
+    assert max(delays) <= 3600 * 1.2 and delays[-1] >= 3600 * 0.8
