@@ -16,6 +16,8 @@ from worker.errors import (
 )
 from worker.models import (
     BatchRecord,
+    BatchSummary,
+    Delivery,
     ErrorInfo,
     JobRequest,
     JobResult,
@@ -30,9 +32,11 @@ __all__ = [
     "AskqError",
     "BatchRecord",
     "BatchStatus",
+    "BatchSummary",
     "CancelOutcome",
     "Client",
     "ConfigError",
+    "Delivery",
     "ErrorInfo",
     "InputError",
     "JobRequest",
