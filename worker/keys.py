@@ -132,8 +132,9 @@ class Keys:
         return f"{self.worker_prefix}{worker_id}{self.worker_suffix}"
 
     def claim_reply(self, request_id: str) -> str:
-        """String, 60 s: the reply of one claim, so a claim re-sent by the Redis client after
-        a timeout returns the jobs it claimed instead of losing them."""
+        """String, 60 s: the reply of one claim (of due jobs, or of due callbacks), so a claim
+        re-sent by the Redis client after a timeout returns what it claimed instead of
+        leaving it to wait for its lease."""
         return f"{self.prefix}:claim:{request_id}"
 
     @property

@@ -617,8 +617,11 @@ CLAIM_OUTBOX = (
 -- Claim due callbacks: re-score each to its lease end (a pump that dies before publishing,
 -- or a delivery task that dies, leaves it to be claimed again) and give it a ticket that one
 -- delivery task may take. Entries whose callback expired are dropped.
--- Returns {server now, id, {field, value, ...}, id, {...}, ...}.
--- KEYS: outbox; ARGV: limit, lease_s, callback_prefix
+-- Returns {server now, id, {field, value, ...}, id, {...}, ...}; a re-sent call returns the
+-- first reply.
+-- KEYS: outbox, reply; ARGV: limit, lease_s, callback_prefix
+local cached = redis.call('GET', KEYS[2])
+if cached then return cjson.decode(cached) end
 local now = server_now()
 local out = {tostring(now)}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[1])) do
@@ -632,6 +635,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0
     out[#out + 1] = redis.call('HGETALL', key)
   end
 end
+if #out > 1 then redis.call('SET', KEYS[2], cjson.encode(out), 'PX', 60000) end
 return out
 """
 )
@@ -655,10 +659,15 @@ TAKE_CALLBACK = (
     SERVER_NOW
     + """
 -- One delivery task per claim takes the callback (a duplicate message finds no ticket) and
--- holds its lease for the length of one bounded attempt. Returns its fields, or {}.
--- KEYS: outbox, callback; ARGV: callback id, hold_s
-if redis.call('HDEL', KEYS[2], 'ticket') == 0 then return {} end
-redis.call('ZADD', KEYS[1], 'XX', server_now() + tonumber(ARGV[2]), ARGV[1])
+-- holds its lease for the length of one bounded attempt. Returns its fields, or {}; a
+-- re-sent take (same request id) is still the taker.
+-- KEYS: outbox, callback; ARGV: callback id, hold_s, request id
+if redis.call('HDEL', KEYS[2], 'ticket') == 0 then
+  if redis.call('HGET', KEYS[2], 'taker') ~= ARGV[3] then return {} end
+else
+  redis.call('HSET', KEYS[2], 'taker', ARGV[3])
+  redis.call('ZADD', KEYS[1], 'XX', server_now() + tonumber(ARGV[2]), ARGV[1])
+end
 return redis.call('HGETALL', KEYS[2])
 """
 )
@@ -669,12 +678,17 @@ CALLBACK_ATTEMPT = (
 -- One delivery attempt's outcome. Delivered: done. Failed: due again after `delay`, unless
 -- that is past the retry window (created_at + retry_s): then given up. Returns the state.
 -- KEYS: outbox, callback
--- ARGV: callback id, ok ('1'/'0'), last_status ('' none), last_error, delay_s, retry_s
+-- ARGV: callback id, ok ('1'/'0'), last_status ('' none), last_error, delay_s, retry_s,
+--       request id (a re-sent call answers with the state it left)
 if redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('ZREM', KEYS[1], ARGV[1])
   return 'gone'
 end
+if redis.call('HGET', KEYS[2], 'attempt_req') == ARGV[7] then
+  return redis.call('HGET', KEYS[2], 'state')
+end
 local now = server_now()
+redis.call('HSET', KEYS[2], 'attempt_req', ARGV[7])
 redis.call('HINCRBY', KEYS[2], 'attempts', 1)
 redis.call('HSET', KEYS[2], 'last_status', ARGV[3], 'last_error', ARGV[4],
            'last_attempt_at', tostring(now))

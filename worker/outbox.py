@@ -27,7 +27,7 @@ import redis
 from worker import lua
 from worker.keys import Keys
 from worker.models import BatchSummary, Delivery
-from worker.redis_store import RedisStore, text
+from worker.redis_store import RedisStore, request_id, text
 from worker.settings import Settings
 from worker.states import JobStatus
 
@@ -176,9 +176,11 @@ class OutboxStore(RedisStore):
 
     def claim(self, limit: int) -> ClaimedCallbacks:
         k = self.keys
+        req = request_id()
         raw = self._call(
             lambda: self._claim(
-                keys=[k.outbox], args=[limit, repr(PUBLISH_LEASE_S), k.callback_prefix]
+                keys=[k.outbox, k.claim_reply(req)],
+                args=[limit, repr(PUBLISH_LEASE_S), k.callback_prefix],
             )
         )
         callbacks = [Callback(text(raw[i]), _pairs(raw[i + 1])) for i in range(1, len(raw), 2)]
@@ -193,7 +195,8 @@ class OutboxStore(RedisStore):
         k = self.keys
         raw = self._call(
             lambda: self._take(
-                keys=[k.outbox, k.callback(callback_id)], args=[callback_id, repr(hold_s)]
+                keys=[k.outbox, k.callback(callback_id)],
+                args=[callback_id, repr(hold_s), request_id()],
             )
         )
         return Callback(callback_id, _pairs(raw)) if raw else None
@@ -214,6 +217,7 @@ class OutboxStore(RedisStore):
                     error,
                     repr(delay_s),
                     repr(self.settings.callback_retry_s),
+                    request_id(),
                 ],
             )
         )

@@ -9,6 +9,7 @@ import signal
 from collections import Counter
 from collections.abc import Callable
 
+import pytest
 import redis
 
 from tests.conftest import ASSISTANTS_ONLY, Askq, wait_until
@@ -21,7 +22,7 @@ from tests.integration.test_callbacks import (
 )
 from worker.outbox import PUBLISH_LEASE_S
 
-pytestmark = [ASSISTANTS_ONLY]  # the outbox is written by the one transition script
+pytestmark = [pytest.mark.slow, ASSISTANTS_ONLY]  # the outbox: one transition script for all
 
 
 def test_sigkill_mid_batch_loses_and_doubles_no_callback(make_askq: Callable[..., Askq]) -> None:

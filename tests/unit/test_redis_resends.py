@@ -16,6 +16,7 @@ import redis
 from producer.local_redis import LocalRedis, find_redis_server
 from tests.unit.test_store import Stores, make_stores
 from worker.models import JobRequest
+from worker.outbox import OutboxStore
 from worker.settings import load_settings
 from worker.states import JobStatus
 
@@ -141,3 +142,29 @@ def test_a_resent_submit_accepts_its_job_once(stores: Stores) -> None:
     keys = [key, key, key, k.counts, k.due, k.deadlines, key, key]
     assert resent(stores, lambda: batches._submit(keys=keys, args=args)) == 1
     assert stores.jobs.counts()[JobStatus.PENDING] == 2  # counted once
+
+
+def ended_with_webhook(stores: Stores) -> tuple[OutboxStore, str]:
+    (job_id,) = stores.batches.submit(
+        [JobRequest(question="q", webhook_url="http://127.0.0.1:9/hook")], batch=False
+    ).job_ids
+    stores.end(job_id)
+    outbox = OutboxStore(stores.redis, stores.jobs.settings)
+    outbox.claim(0)  # the scripts are loaded: what follows are pure re-sends
+    outbox.take("warm", 1)
+    outbox.attempted("warm", ok=False, status=None, error="", delay_s=1)
+    return outbox, job_id
+
+
+def test_resent_outbox_claim_take_and_attempt_act_once(stores: Stores) -> None:
+    outbox, job_id = ended_with_webhook(stores)
+    claimed = resent(stores, lambda: outbox.claim(10)).callbacks
+    assert [c.callback_id for c in claimed] == [f"{job_id}.2.webhook"]
+    callback_id = claimed[0].callback_id
+    assert resent(stores, lambda: outbox.take(callback_id, 20)) is not None
+    state = resent(
+        stores,
+        lambda: outbox.attempted(callback_id, ok=False, status=503, error="HTTP 503", delay_s=1),
+    )
+    assert state == "retrying"
+    assert outbox.deliveries(job_id)[0].attempts == 1  # counted once
