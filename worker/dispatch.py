@@ -77,6 +77,8 @@ class DispatchStore(RedisStore):
                     k.worker_suffix,
                     worker_id,
                     repr(s.held_lease_s),
+                    k.broker_queue_prefix,
+                    repr(s.queued_bound_s),
                 ],
             )
         )

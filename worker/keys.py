@@ -34,10 +34,11 @@ class Keys:
         """Hash: `version`, `status`, `record` (JSON JobRecord), `next` (the task that drives
         the job on), `ticket` (set when a task message is published, taken by that task),
         `epoch` (bumped by every publication: the fencing token of the task that takes it),
-        `owner` / `taken_at` / `taker` (the worker process running the task, when it took it,
-        the take's request id), `req` (request id of the last save), `cancel` (requested →
-        taken → done), `poked` (a provider webhook named the job since its poll was taken),
-        `callbacks` (ids of the callbacks its last end wrote)."""
+        `published_at` (when the pump last published a message for it), `owner` / `taken_at`
+        / `taker` (the worker process running the task, when it took it, the take's request
+        id), `req` (request id of the last save), `cancel` (requested → taken → done),
+        `poked` (a provider webhook named the job since its poll was taken), `callbacks` (ids
+        of the callbacks its last end wrote)."""
         return f"{self.job_prefix}{job_id}"
 
     def batch(self, batch_id: str) -> str:
@@ -95,9 +96,18 @@ class Keys:
         """Sorted set: live job id → the time it expires (ASKQ_JOB_TIMEOUT_S)."""
         return f"{self.prefix}:deadlines"
 
+    broker_queue_prefix = ""
+    """kombu's Redis transport keeps the messages waiting in a queue in a list named after the
+    queue (priority 0, no `global_keyprefix`); askq's queues are named after their tasks."""
+
+    def broker_queue(self, queue: str) -> str:
+        """List (kombu's): the messages waiting in this Celery queue."""
+        return f"{self.broker_queue_prefix}{queue}"
+
     @property
     def inflight(self) -> str:
-        """Sorted set: job ids holding one of the ASKQ_MAX_INFLIGHT slots → acquired at."""
+        """Sorted set: job ids holding one of the ASKQ_MAX_INFLIGHT slots → when the slot was
+        taken or last found still in use by the sweep."""
         return f"{self.prefix}:inflight"
 
     @property

@@ -31,14 +31,16 @@ class LimitStore(RedisStore):
             )
         )
 
-    def reclaim_slots(self) -> int:
-        """(Sweep) free the slots of finished or vanished jobs and hand them to waiters."""
-        k = self.keys
+    def reclaim_slots(self, limit: int = 500) -> int:
+        """(Sweep) free the slots of finished or vanished jobs and hand them to waiters. Each
+        slot is looked at once a lease (a job's end frees its own slot), at most `limit` a
+        call."""
+        k, s = self.keys, self.settings
         return int(
             self._call(
                 lambda: self._reclaim(
                     keys=[k.inflight, k.waiting, k.due, k.wake],
-                    args=[k.job_prefix, self.settings.max_inflight],
+                    args=[k.job_prefix, s.max_inflight, repr(s.lease_s), limit],
                 )
             )
         )

@@ -261,12 +261,18 @@ CLAIM_DUE = (
 -- ASKQ_MAX_INFLIGHT a batch would otherwise flood the queue with starts that can only park
 -- themselves, ahead of the polls of the runs in flight (docs/benchmarks.md, "admit").
 -- A job past its deadline is published anyway: its start expires it.
+-- A due entry whose message was published but not taken yet (its ticket is still there)
+-- while that task's queue still holds messages is waiting behind a backlog, not lost: its
+-- lease is renewed and nothing is published, so an overloaded deployment does not pile
+-- duplicates onto its own backlog. Past queued_bound seconds after its publication it is
+-- published again anyway (a message lost while the queue stayed busy): later, never lost.
 -- The claimed jobs join the claiming worker's list (its heartbeat keeps them there while it
 -- publishes): if it dies before publishing, the sweep moves them on at once.
 -- Returns {server now, id, task, id, task, ...}; a re-sent call returns the first reply.
 -- KEYS: due, inflight, waiting, seq, deadlines, workers, reply
--- ARGV: limit, lease_s, job_prefix, max_inflight, dead_after_s, task_bound_s,
---       worker_prefix, worker_suffix, worker id, held_lease_s
+-- ARGV: 1 limit, 2 lease_s, 3 job_prefix, 4 max_inflight, 5 dead_after_s, 6 task_bound_s,
+--       7 worker_prefix, 8 worker_suffix, 9 worker id, 10 held_lease_s,
+--       11 broker queue prefix (a queue's list is this + the task name), 12 queued_bound_s
 local cached = redis.call('GET', KEYS[7])
 if cached then return cjson.decode(cached) end
 local now = server_now()
@@ -276,11 +282,15 @@ local max = tonumber(ARGV[4])
 local lease_until = now + tonumber(ARGV[2])
 for _, id in ipairs(ids) do
   local key = ARGV[3] .. id
-  local f = redis.call('HMGET', key, 'next', 'ticket', 'owner', 'taken_at')
+  local f = redis.call('HMGET', key, 'next', 'ticket', 'owner', 'taken_at', 'published_at')
   local task = f[1]
   local publish = true
   if (not task) or task == '' then
     redis.call('ZREM', KEYS[1], id)
+    publish = false
+  elseif f[2] and now - tonumber(f[5] or '0') < tonumber(ARGV[12])
+         and redis.call('LLEN', ARGV[11] .. f[2]) > 0 then
+    redis.call('ZADD', KEYS[1], lease_until, id)
     publish = false
   elseif (not f[2]) and f[3] then
     local beat = redis.call('ZSCORE', KEYS[6], f[3])
@@ -307,7 +317,7 @@ for _, id in ipairs(ids) do
   end
   if publish then
     redis.call('ZADD', KEYS[1], lease_until, id)
-    redis.call('HSET', key, 'ticket', task)
+    redis.call('HSET', key, 'ticket', task, 'published_at', tostring(now))
     redis.call('HINCRBY', key, 'epoch', 1)
     redis.call('HDEL', key, 'owner')
     redis.call('SADD', ARGV[7] .. ARGV[9] .. ARGV[8], id)
@@ -347,15 +357,23 @@ RECLAIM_SLOTS = (
     SERVER_NOW
     + """
 -- Sweep: free slots held by jobs that are finished or gone, then promote waiters.
--- KEYS: inflight, waiting, due, wake; ARGV: job_prefix, max_inflight
+-- A job's ending frees its slot in the same script (TRANSITION), so a slot left behind is
+-- rare (a job record deleted or expired under it): each slot is looked at once every
+-- recheck_s (its score is when it was taken or last looked at), at most `limit` a sweep,
+-- so a sweep costs what changed, not one read per job in flight.
+-- KEYS: inflight, waiting, due, wake; ARGV: job_prefix, max_inflight, recheck_s, limit
 local now = server_now()
 local freed = 0
-for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]),
+                         'LIMIT', 0, tonumber(ARGV[4]))
+for _, id in ipairs(stale) do
   local status = redis.call('HGET', ARGV[1] .. id, 'status')
   if (not status) or status == 'completed' or status == 'failed' or status == 'cancelled'
      or status == 'expired' or status == 'incomplete' then
     redis.call('ZREM', KEYS[1], id)
     freed = freed + 1
+  else
+    redis.call('ZADD', KEYS[1], 'XX', now, id)
   end
 end
 local max = tonumber(ARGV[2])
@@ -546,7 +564,9 @@ for _, worker in ipairs(dead) do
     local key = ARGV[4] .. id
     local f = redis.call('HMGET', key, 'owner', 'next', 'ticket')
     if (f[1] == worker or (not f[1] and f[3])) and f[2] and f[2] ~= '' then
-      redis.call('HDEL', key, 'owner')
+      -- the ticket goes too: its message sat in the dead worker's buffer, not in a queue,
+      -- so the claim must publish again at once rather than wait for a queued message
+      redis.call('HDEL', key, 'owner', 'ticket')
       redis.call('HINCRBY', key, 'epoch', 1)
       redis.call('ZADD', KEYS[3], now, id)
       moved = moved + 1

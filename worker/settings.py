@@ -220,6 +220,13 @@ class Settings(BaseSettings):
         return 2 * self.http_timeout_s + self.lease_margin_s
 
     @property
+    def queued_bound_s(self) -> float:
+        """How long a published message may wait in a busy queue before the pump publishes
+        its job again anyway (the message was lost while the queue stayed busy): under a
+        backlog polls come later, never twice, and never not at all."""
+        return 5 * self.lease_s
+
+    @property
     def held_lease_s(self) -> float:
         """The lease of a task that has taken its message: short, because its worker's
         heartbeat renews it while the task runs; when the task ends without a save (Redis

@@ -115,6 +115,34 @@ def test_claimed_entry_stays_as_a_lease(stores: Stores, settings: Settings) -> N
     assert stores.claimed() == [job_id]  # a lost message is re-dispatched
 
 
+def test_a_queued_message_is_not_published_again_at_lease_end(
+    stores: Stores, settings: Settings
+) -> None:
+    """Under a backlog a message can outwait its lease: its job is not published a second
+    time while the message is still queued (no duplicate pile-up), but it is when the queue
+    no longer holds it (lost), and past the bound even while the queue stays busy."""
+    (job_id,) = submit(stores)
+    queue = stores.jobs.keys.broker_queue("askq.start")
+    assert stores.claimed() == [job_id]
+    stores.redis.lpush(queue, "the start message, still waiting")
+    stores.redis.lpush(queue, "a message behind it")
+    stores.lapse(job_id)
+    before = stores.now()
+    assert stores.claimed() == []
+    lease = stores.redis.zscore(stores.jobs.keys.due, job_id)
+    assert lease is not None and lease >= before + settings.lease_s  # renewed, still leased
+    stores.redis.delete(queue)  # the queue lost it
+    stores.lapse(job_id)
+    assert stores.claimed() == [job_id]
+    stores.redis.lpush(queue, "a busy queue")
+    stores.lapse(job_id)
+    assert stores.claimed() == []
+    long_ago = stores.now() - settings.queued_bound_s - 1
+    stores.redis.hset(stores.jobs.keys.job(job_id), "published_at", repr(long_ago))
+    stores.lapse(job_id)
+    assert stores.claimed() == [job_id]  # later, never lost
+
+
 def test_terminal_transition_cleans_every_index(stores: Stores, settings: Settings) -> None:
     store = stores.jobs
     (job_id,) = submit(stores)
@@ -198,13 +226,19 @@ def test_jobs_on_one_thread_are_due_one_at_a_time(stores: Stores) -> None:
     assert stores.claimed() == [ids[1]]
 
 
-def test_reclaim_frees_slots_of_vanished_jobs(stores: Stores) -> None:
+def test_reclaim_frees_slots_of_vanished_jobs(stores: Stores, settings: Settings) -> None:
     ids = submit(stores, 3)
     for job_id in ids:
         stores.limits.acquire_slot(job_id)
     stores.redis.delete(stores.jobs.keys.job(ids[0]))
+    inflight = stores.jobs.keys.inflight
+    assert stores.limits.reclaim_slots() == 0  # slots taken within a lease are not read
+    a_lease_ago = stores.now() - settings.lease_s - 1
+    stores.redis.zadd(inflight, dict.fromkeys(ids[:2], a_lease_ago))
     assert stores.limits.reclaim_slots() == 1
-    assert stores.redis.zscore(stores.jobs.keys.inflight, ids[2]) is not None
+    assert stores.redis.zscore(inflight, ids[2]) is not None
+    # the live slot was looked at: the next sweeps leave it alone for another lease
+    assert stores.redis.zscore(inflight, ids[1]) > a_lease_ago  # type: ignore[operator]
 
 
 def test_rate_limit_spends_a_shared_budget(redis_url: str) -> None:
