@@ -34,13 +34,36 @@ from worker.tools import run_tool_calls
 log = logging.getLogger("askq")
 
 
-@dataclass(frozen=True)
+@dataclass
 class Held:
     """A job as a task holds it: its id and the fencing epoch of the task's claim (None for
-    the cancel task, which acts on a flag and wins by compare-and-set alone)."""
+    the cancel task, which acts on a flag and wins by compare-and-set alone); the record the
+    task read with its ticket, if it did; and what the task did to the job (`outcome`, shown
+    in Flower: status, next task and when, error code; never question, answer or secret)."""
 
     job_id: str
     fence: int | None = None
+    preloaded: Loaded | None = None
+    outcome: str = "unchanged"
+
+    def load(self, rt: Runtime) -> Loaded | None:
+        """The job's record: the one read with the ticket (once), else a fresh read."""
+        if self.preloaded is not None:
+            loaded, self.preloaded = self.preloaded, None
+            return loaded
+        return rt.store.find(self.job_id)
+
+
+def outcome(step: Step, now: float) -> str:
+    """One job's outcome as a task's result shows it, e.g. `running, poll in 2.4 s` or
+    `failed, error rate_limit_exceeded`."""
+    job = step.record
+    said = job.status.value
+    if step.task is not None and step.at is not None and not step.terminal:
+        said += f", {step.task.value.removeprefix('askq.')} in {max(0.0, step.at - now):.1f} s"
+    if job.error is not None:
+        said += f", error {job.error.code}"
+    return said
 
 
 def _save(
@@ -65,6 +88,8 @@ def _save(
             except redis.RedisError as exc:  # webhooks missed: the safety-net polls remain
                 log.warning("job %s: webhook index not written (%s)", new.job_id, exc)
     job = step.record
+    if stored is not None:
+        held.outcome = outcome(step, now)
     if stored is not None and step.terminal and job.status is not JobStatus.COMPLETED:
         # one line per job that ends not completed, whatever the path that ended it (a cancel
         # was asked for: not a warning)
@@ -134,10 +159,10 @@ def _expire(rt: Runtime, held: Held, loaded: Loaded) -> None:
 
 def start(rt: Runtime, held: Held) -> None:
     job_id = held.job_id
-    loaded = rt.store.find(job_id)
+    loaded = held.load(rt)
     if loaded is None or loaded.record.status is not JobStatus.PENDING:
         return
-    if _cancel_pending(rt, held):
+    if _cancel_pending(rt, held, loaded):
         return
     if machine.timed_out(loaded.record, rt.clock.now()):
         _expire(rt, held, loaded)
@@ -249,11 +274,10 @@ def _abandon(rt: Runtime, job_id: str, snap: Snapshot) -> None:
 
 
 def poll(rt: Runtime, held: Held) -> None:
-    job_id = held.job_id
-    loaded = rt.store.find(job_id)
+    loaded = held.load(rt)
     if loaded is None or loaded.record.status not in (JobStatus.RUNNING, JobStatus.CANCELLING):
         return
-    if loaded.record.status is JobStatus.RUNNING and _cancel_pending(rt, held):
+    if loaded.record.status is JobStatus.RUNNING and _cancel_pending(rt, held, loaded):
         return
     job = loaded.record
     if machine.timed_out(job, rt.clock.now()):
@@ -293,7 +317,7 @@ def duration_key(rt: Runtime, job: JobRecord) -> str:
 
 
 def act(rt: Runtime, held: Held) -> None:
-    loaded = rt.store.find(held.job_id)
+    loaded = held.load(rt)
     if loaded is None or loaded.record.status is not JobStatus.REQUIRES_ACTION:
         return
     job = loaded.record
@@ -356,10 +380,13 @@ def _after_refusal(rt: Runtime, held: Held, loaded: Loaded, refusal: FinalApiErr
 CANCEL_CAS_ATTEMPTS = 5
 
 
-def _cancel_pending(rt: Runtime, held: Held) -> bool:
+def _cancel_pending(rt: Runtime, held: Held, loaded: Loaded) -> bool:
     """A cancel asked for but not carried out (its message lost, or the worker taking it
     died): the job's own next task carries it out instead. True when it did."""
-    if not rt.store.cancel_unfinished(held.job_id):
+    asked = loaded.cancel_asked
+    if asked is None:
+        asked = rt.store.cancel_unfinished(held.job_id)
+    if not asked:
         return False
     return cancel(rt, held)
 

@@ -163,5 +163,9 @@ def reserve_on_receipt(request: Any = None, **_: Any) -> None:
     """Celery's `task_received` (in the process that consumes): the job of a message waiting
     in this worker's prefetch buffer is listed in its heartbeat from now on."""
     args = getattr(request, "args", None) or ()
-    if args and isinstance(args[0], str):
-        process_heartbeat(get_settings()).jobs.reserve(args[0])
+    first = args[0] if args else None
+    ids = [i for i in (first if isinstance(first, list) else [first]) if isinstance(i, str)]
+    if ids:
+        jobs = process_heartbeat(get_settings()).jobs
+        for job_id in ids:
+            jobs.reserve(job_id)

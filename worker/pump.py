@@ -45,6 +45,9 @@ from worker.settings import Settings, get_settings
 log = logging.getLogger("askq.pump")
 
 CLAIM_BATCH = 200
+SPREAD = 8
+"""A round's claims of one task go out in at least this many messages before any message
+holds two jobs: a light load stays one job a message."""
 IDLE_WAIT_S = 1.0
 ERROR_BACKOFF_S = 1.0
 BLOCKING_POP_SLACK_S = 0.1
@@ -54,6 +57,21 @@ measured here), so the pump blocks until just before the next due time and sleep
 stretch itself."""
 QUIET_S = 60.0
 """While Redis stays away, the pump says so once a minute, not once a round."""
+
+
+def pack(claims: list[Claim], most: int) -> list[list[Claim]]:
+    """Task messages for a round's claims, each holding jobs of one task. A task with few
+    claims gets one job a message (no job waits for another, several workers share them); a
+    task with many is spread over SPREAD messages of up to `most` jobs each, so Celery's
+    per-message cost is paid once for many jobs."""
+    by_task: dict[str, list[Claim]] = {}
+    for claim in claims:
+        by_task.setdefault(claim.task, []).append(claim)
+    messages = []
+    for same in by_task.values():
+        size = max(1, min(most, len(same) // SPREAD))
+        messages += [same[i : i + size] for i in range(0, len(same), size)]
+    return messages
 
 
 class Pump:
@@ -78,20 +96,22 @@ class Pump:
         round, with the ticket they already hold, rather than a whole lease later."""
 
     def publish(self, claims: list[Claim]) -> None:
-        pending = [*self.unpublished, *claims]
-        self.unpublished = pending
+        self.unpublished = [*self.unpublished, *claims]
+        messages = pack(self.unpublished, self.settings.max_jobs_per_message)
         with self.app.producer_or_acquire() as producer:
-            while self.unpublished:
-                claim = self.unpublished[0]
+            for message in messages:
+                task, ids = message[0].task, [claim.job_id for claim in message]
                 self.app.send_task(
-                    claim.task,
-                    args=[claim.job_id],
-                    queue=claim.task,
-                    routing_key=claim.task,
+                    task,
+                    args=[ids[0] if len(ids) == 1 else ids],
+                    queue=task,
+                    routing_key=task,
                     producer=producer,
                 )
-                self.unpublished.pop(0)
-                self.beat.jobs.unreserve(claim.job_id)
+                sent = set(ids)
+                self.unpublished = [c for c in self.unpublished if c.job_id not in sent]
+                for job_id in ids:
+                    self.beat.jobs.unreserve(job_id)
                 self.published += 1
 
     def sweep(self) -> None:

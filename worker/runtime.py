@@ -11,7 +11,9 @@ import contextlib
 import os
 import random
 import threading
-from dataclasses import dataclass
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -32,6 +34,9 @@ from worker.tools import REGISTRY, ToolRegistry
 from worker.webhook_index import RunIndex
 
 USER_AGENT = "askq/0.1"
+JOB_THREADS = 64
+"""Threads a process gives to the jobs of packed messages: enough for a few messages of
+ASKQ_MAX_JOBS_PER_MESSAGE jobs at once; they wait on the API, not the CPU."""
 
 
 def http_client(settings: Settings) -> httpx.Client:
@@ -135,10 +140,29 @@ class Runtime:
     pid: int
     runs: RunIndex | None = None
     """Where recorded run ids are indexed for provider webhooks (None: webhooks off)."""
+    job_threads: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(JOB_THREADS, thread_name_prefix="askq-job")
+    )
+    """Where the jobs of a packed task message run side by side."""
+    request_counts: Counter[str] = field(default_factory=Counter)
+    counts_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def count_request(self, route: str, status: int) -> None:
-        with contextlib.suppress(redis.RedisError):
-            self.redis.hincrby(self.store.keys.api_requests, f"{route} {status}", 1)
+        """Counted here, written by `flush_request_counts` at the end of each task: one
+        round trip a task instead of one per API request."""
+        with self.counts_lock:
+            self.request_counts[f"{route} {status}"] += 1
+
+    def flush_request_counts(self) -> None:
+        with self.counts_lock:
+            counts, self.request_counts = self.request_counts, Counter()
+        if not counts:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for key, count in counts.items():
+            pipe.hincrby(self.store.keys.api_requests, key, count)
+        with contextlib.suppress(redis.RedisError):  # metrics: a lost count is no harm
+            pipe.execute()
 
     def count_stray(self, run_id: str) -> None:
         with contextlib.suppress(redis.RedisError):

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     max_api_retries: int = Field(default=8, ge=0)
     tool_timeout_s: float = Field(default=30.0, gt=0)
     sweep_interval_s: float = Field(default=2.0, gt=0)
+    max_jobs_per_message: int = Field(default=16, ge=1)
+    """Most jobs the pump packs into one task message when many of one task are due at
+    once (1: one job a message, as before). Light load always gets one job a message."""
     lease_margin_s: float = Field(default=5.0, gt=0)
     heartbeat_file: str = ""
     request_deadline_s: float = Field(default=60.0, gt=0)

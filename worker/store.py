@@ -8,14 +8,16 @@ nor a task whose claim was taken over can overwrite a newer record.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
 from worker import lua
-from worker.errors import ClaimLost, NotFound
+from worker.errors import ClaimLost, NotFound, RecordError
 from worker.keys import job_latency_bucket
 from worker.models import JobRecord
 from worker.outbox import callback_spec
@@ -28,6 +30,18 @@ from worker.states import JobStatus
 class Loaded:
     record: JobRecord
     version: int
+    cancel_asked: bool | None = None
+    """Whether a cancel request waited when the record was read (None: not read with it)."""
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A task message's job after its ticket was taken: the claim's epoch (None: no ticket,
+    the message is a duplicate or stale) and the record read in the same round trip."""
+
+    job_id: str
+    fence: int | None
+    loaded: Loaded | None
 
 
 class JobStore(RedisStore):
@@ -156,6 +170,43 @@ class JobStore(RedisStore):
             if value
         )
         return json.dumps(spec)
+
+    def take_and_load(self, job_ids: Sequence[str], task: str, worker_id: str) -> list[Taken]:
+        """Take the ticket of each job of one task message and read its record and cancel
+        flag: one pipelined round trip for the whole message, whatever its size."""
+        k, held = self.keys, repr(self.settings.held_lease_s)
+        takes = [(job_id, request_id()) for job_id in job_ids]
+
+        def send(loaded: bool = False) -> list[Any]:
+            # EVALSHA directly: redis-py's pipelined Script asks SCRIPT EXISTS first, one
+            # more round trip per call; a take re-sent after a NOSCRIPT is recognised by its
+            # request id (lua.TAKE_TICKET)
+            pipe = self.redis.pipeline(transaction=False)
+            for job_id, req in takes:
+                keys = [k.job(job_id), k.worker_jobs(worker_id), k.due]
+                pipe.evalsha(self._take_ticket.sha, 3, *keys, task, worker_id, req, job_id, held)
+                pipe.hmget(k.job(job_id), ["version", "record", "cancel"])
+            try:
+                return pipe.execute()
+            except redis.exceptions.NoScriptError:
+                if loaded:
+                    raise
+                self._take_ticket.sha = self.redis.script_load(lua.TAKE_TICKET)
+                return send(loaded=True)
+
+        replies = self._call(send)
+        taken = []
+        for i, job_id in enumerate(job_ids):
+            epoch, (version, raw, cancel) = replies[2 * i], replies[2 * i + 1]
+            loaded = None
+            if epoch and version is not None and raw is not None:
+                asked = cancel is not None and text(cancel) != "done"
+                # an unreadable record is left for the job's own read to report, so it
+                # fails that job alone, not the message
+                with contextlib.suppress(RecordError):
+                    loaded = Loaded(JobRecord.from_json(raw), int(version), asked)
+            taken.append(Taken(job_id, int(epoch) if epoch else None, loaded))
+        return taken
 
     def take_ticket(self, job_id: str, task: str, worker_id: str) -> int | None:
         """The epoch of this task's claim, for exactly one task per published message:

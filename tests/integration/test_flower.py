@@ -71,9 +71,13 @@ def test_flower_shows_askq_tasks_by_name_with_only_a_job_id(
     deployment, flower = watched
     questions = [f"What is {i} * 11? ({MARKER})" for i in range(5)]
     questions.append(f'Use a tool ({MARKER}) [tool:calculate {{"expression": "6 * 7"}}]')
+    questions.append(f"[fail] this run fails ({MARKER})")
     batch_id = deployment.client.submit_batch(questions)
     deployment.client.wait(batch_id, timeout=60)
     job_ids = deployment.client.batch_store.batch_job_ids(batch_id)
+    failing = job_ids[-1]
+    job_ids = job_ids[:-1]
+    answers = [r.answer for r in deployment.client.results(batch_id) if r.answer]
 
     def every_job_seen() -> dict[str, dict[str, Any]] | None:
         tasks: dict[str, dict[str, Any]] = flower.tasks()
@@ -83,6 +87,18 @@ def test_flower_shows_askq_tasks_by_name_with_only_a_job_id(
                 if (name, repr([job_id]), "SUCCESS") not in seen:
                     return None
         return tasks
+
+    # each task's result says what it did to its job: a finished job's last poll says so,
+    # and a failed job is found by searching the results for "failed"
+    def outcomes_seen() -> bool:
+        results = " ".join(str(t.get("result")) for t in flower.tasks().values())
+        return all(f"'{job_id}': 'completed" in results for job_id in job_ids)
+
+    wait_until(outcomes_seen, 30, what="Flower to show each job's outcome")
+    found = flower.http.get("/api/tasks", params={"search": "result:failed"}).json()
+    assert any(failing in str(t.get("result")) for t in found.values()), found
+    assert all("failed" in str(t.get("result")) for t in found.values())
+    assert "'running, poll in " in json.dumps(flower.tasks())
 
     tasks = wait_until(every_job_seen, 30, what="Flower to show every job's tasks")
     ours = [t for t in tasks.values() if t.get("name") in ASKQ_TASKS]
@@ -97,13 +113,14 @@ def test_flower_shows_askq_tasks_by_name_with_only_a_job_id(
         assert task["kwargs"] == "{}", task
         assert task["routing_key"] == task["name"], task  # one queue per task
     for task in tasks.values():
-        # Every task Flower saw is an askq task whose one argument is a job id. Name and
-        # arguments travel in the task-sent/received events: a warm-up task already sent
-        # when Flower subscribed shows neither.
+        # Every task Flower saw is an askq task whose one argument is a job id (or, packed
+        # under load, a list of them). Name and arguments travel in the task-sent/received
+        # events: a warm-up task already sent when Flower subscribed shows neither.
         assert task["name"] in (ASKQ_TASKS | {None}), task
         if task["args"] is not None:
             (argument,) = json.loads(task["args"].replace("'", '"'))
-            assert argument.startswith("job_"), task
+            ids = argument if isinstance(argument, list) else [argument]
+            assert all(i.startswith("job_") for i in ids), task
 
     # the details page's API, the task types and the workers' view: no secret, no question
     one = next(t for t in ours if t["name"] == "askq.start")
@@ -116,9 +133,10 @@ def test_flower_shows_askq_tasks_by_name_with_only_a_job_id(
     (hostname,) = [name for name in workers.json() if name.startswith("test0@")]
     registered = workers.json()[hostname].get("registered", [])
     assert set(registered) >= ASKQ_TASKS, registered
-    for text in (json.dumps(tasks), info.text, workers.text):
+    for text in (json.dumps(tasks), info.text, workers.text, json.dumps(found)):
         assert FAKE_KEY not in text
         assert MARKER not in text
+        assert not any(answer in text for answer in answers)
 
 
 def test_flower_api_needs_auth_and_health_and_metrics_do_not(

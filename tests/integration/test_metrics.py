@@ -97,12 +97,28 @@ def test_jobs_queues_due_and_overdue_then_a_worker_drains_them(
         deployment.start_worker()
         deployment.client.wait(batch_id, timeout=60)
 
+        served = {
+            route.replace(" /v1/", " /", 1): n
+            for route, n in deployment.emulator.stats()["requests"].items()
+        }
+
+        def counted_requests(samples: Samples) -> dict[str, float]:
+            counted: dict[str, float] = {}
+            for (name, labels), count in samples.items():
+                if name == "askq_api_requests_total":
+                    assert dict(labels)["status"] == "200", labels
+                    route = dict(labels)["route"]
+                    counted[route] = counted.get(route, 0) + count
+            return counted
+
         def drained() -> Samples | None:
             samples = scrape(url)
             lengths = [value(samples, "askq_queue_length", queue=q) for q in QUEUES]
-            return samples if sum(lengths) == 0 and value(samples, "askq_due_jobs") == 0 else None
+            idle = sum(lengths) == 0 and value(samples, "askq_due_jobs") == 0
+            # a task writes its request counts as it ends, just after its job's last save
+            return samples if idle and counted_requests(samples) == served else None
 
-        samples = wait_until(drained, 30, what="empty queues and due set")
+        samples = wait_until(drained, 30, what="empty queues, due set and every request counted")
         assert value(samples, "askq_jobs", status="completed") == 5
         assert value(samples, "askq_jobs", status="pending") == 0
         assert value(samples, "askq_jobs", status="running") == 0
@@ -111,16 +127,7 @@ def test_jobs_queues_due_and_overdue_then_a_worker_drains_them(
 
         # every request the workers made is counted, by route and status: the emulator's own
         # per-route counts (its routes carry the /v1 of the API base) agree
-        counted: dict[str, float] = {}
-        for (name, labels), count in samples.items():
-            if name == "askq_api_requests_total":
-                assert dict(labels)["status"] == "200", labels
-                route = dict(labels)["route"]
-                counted[route] = counted.get(route, 0) + count
-        served = {
-            route.replace(" /v1/", " /", 1): n
-            for route, n in deployment.emulator.stats()["requests"].items()
-        }
+        counted = counted_requests(samples)
         assert counted == served
         assert counted[deployment.routes.create.replace(" /v1/", " /", 1)] == 5
 
