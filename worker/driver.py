@@ -10,12 +10,14 @@ Times come from the Redis server's clock (`rt.clock`), never this host's.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
 import redis
 
 from worker import machine
+from worker.durations import LOOK_JITTER
 from worker.errors import (
     ApiError,
     ClaimLost,
@@ -235,11 +237,13 @@ def start(rt: Runtime, held: Held) -> None:
 
 
 def _started(rt: Runtime, held: Held, loaded: Loaded, snap: Snapshot, *, created: bool) -> None:
-    learned = (
-        rt.limits.durations(duration_key(rt, loaded.record)) if rt.settings.predicts_polls else None
-    )
+    predicts = rt.settings.predicts_polls
+    key = duration_key(rt, loaded.record)
+    learned = rt.limits.durations(key) if predicts else None
     expected = learned.first_look() if learned is not None else None
     step = machine.on_started(loaded.record, snap, rt.clock.now(), rt.policy, rt.rng, expected)
+    if predicts and learned is None and step.task is Task.POLL:
+        step = _cold_first_look(rt, key, step)
     if step.terminal:
         _end_strays(rt, step.record)
     try:
@@ -250,6 +254,22 @@ def _started(rt: Runtime, held: Held, loaded: Loaded, snap: Snapshot, *, created
         _abandon(rt, held.job_id, snap)
     if stored is None:
         raise ClaimLost(f"job {held.job_id}: the start's run could not be recorded")
+
+
+def _cold_first_look(rt: Runtime, key: str, step: Step) -> Step:
+    """Nothing is learned yet about runs of this key: past the first few (the scouts), a
+    run's first look is deferred to ASKQ_POLL_MAX_S, to be re-targeted to the duration the
+    scouts learn (a cold batch would otherwise spend its first looks finding nothing)."""
+    job, at = step.record, step.at
+    if at is None or job.started_at is None:
+        return step
+    started = job.started_at.timestamp()
+    deferred = max(at, started + rt.settings.poll_max_s)
+    if not rt.limits.defer_cold_look(
+        key, job.job_id, started=started, deferred=deferred, earliest=at
+    ):
+        return step
+    return dataclasses.replace(step, at=deferred)
 
 
 def _abandon(rt: Runtime, job_id: str, snap: Snapshot) -> None:
@@ -291,11 +311,14 @@ def poll(rt: Runtime, held: Held) -> None:
     now = rt.clock.now()
     finished = RUN_STATUS.get(snap.status) not in (JobStatus.RUNNING, JobStatus.CANCELLING)
     if rt.settings.predicts_polls and finished and job.started_at is not None:
-        rt.limits.learn_duration(
-            duration_key(rt, job),
-            running_at=job.running_at_s,
-            done_at=now - job.started_at.timestamp(),
+        key = duration_key(rt, job)
+        first = rt.limits.learn_duration(
+            key, running_at=job.running_at_s, done_at=now - job.started_at.timestamp()
         )
+        if first is not None:
+            moved = rt.limits.retarget_cold(key, first.first_look() * (1 + LOOK_JITTER / 2))
+            if moved:
+                log.info("%s: first run duration learned; %d first looks re-targeted", key, moved)
     step = machine.on_snapshot(job, snap, now, rt.policy, rt.rng)
     if step.terminal:
         _end_strays(rt, job)

@@ -162,6 +162,17 @@ class Keys:
         """Hash: `<model key>` → smoothed run duration (s), for predictive polling."""
         return f"{self.prefix}:durations"
 
+    def cold_scouts(self, duration_key: str) -> str:
+        """Counter with a TTL: runs of this assistant or model started while nothing was
+        learned about their durations (the first few are polled as usual: scouts)."""
+        return f"{self.prefix}:cold-scouts:{duration_key}"
+
+    def cold_looks(self, duration_key: str) -> str:
+        """Sorted set with a TTL: `<job id>|<started at>|<deferred look at>` → the earliest
+        that job may be looked at (epoch s), for runs started past the scouts; re-targeted
+        and dropped when the first duration of the key is learned."""
+        return f"{self.prefix}:cold-looks:{duration_key}"
+
     @property
     def no_conversations(self) -> str:
         """String with a TTL: the Responses server answered 404 to POST /conversations

@@ -541,6 +541,53 @@ return 0
 """
 
 
+COLD_START = """
+-- A run of an assistant or model nothing has been learned about yet started. The first few
+-- such runs (scouts) are polled as usual; the others' first looks are deferred and listed,
+-- so that the duration the scouts learn can re-target them (RETARGET_COLD). A re-sent call
+-- counts one scout too many: one deferral fewer, no harm. Returns 1 when deferred.
+-- KEYS: cold_scouts, cold_looks; ARGV: scouts, ttl_s, member (`id|started|deferred`),
+--       earliest look (epoch s: the server's hint, or the usual first look)
+local n = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+if n <= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+
+RETARGET_COLD = (
+    SERVER_NOW
+    + """
+-- The first run of an assistant or model ended: its duration is learned. Every deferred
+-- first look of that key that is still scheduled (the job waits for it: no message out, no
+-- task on it, its due time the deferred one) is moved to started + the learned first look,
+-- never before its earliest allowed look (the server's hint) nor before now. Returns how
+-- many moved. KEYS: cold_looks, due, wake, cold_scouts; ARGV: job_prefix, first_look_s
+local now = server_now()
+local moved = 0
+local items = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for i = 1, #items, 2 do
+  local id, started, deferred = string.match(items[i], '^(.*)|([^|]+)|([^|]+)$')
+  local due = id and redis.call('ZSCORE', KEYS[2], id)
+  if due and math.abs(tonumber(due) - tonumber(deferred)) < 0.001 then
+    local f = redis.call('HMGET', ARGV[1] .. id, 'next', 'ticket', 'owner')
+    if f[1] == 'askq.poll' and not f[2] and not f[3] then
+      local target = math.max(now, tonumber(items[i + 1]), tonumber(started) + tonumber(ARGV[2]))
+      redis.call('ZADD', KEYS[2], target, id)
+      moved = moved + 1
+    end
+  end
+end
+redis.call('DEL', KEYS[1], KEYS[4])
+if moved > 0 then
+  redis.call('RPUSH', KEYS[3], '1')
+  redis.call('LTRIM', KEYS[3], 0, 63)
+end
+return moved
+"""
+)
+
 HEARTBEAT = (
     SERVER_NOW
     + """

@@ -10,7 +10,7 @@ import redis
 from worker.batches import BatchStore
 from worker.dispatch import DispatchStore
 from worker.durations import Durations
-from worker.limits import LimitStore
+from worker.limits import COLD_SCOUTS, LimitStore
 from worker.machine import Task
 from worker.models import JobRequest
 from worker.redis_store import connect
@@ -316,3 +316,43 @@ def test_learned_durations_are_kept_per_key(stores: Stores) -> None:
     learned = limits.durations("assistants:a")
     assert learned is not None and learned != Durations(4.0, 4.0)
     assert limits.durations("assistants:b") is None
+
+
+def test_a_cold_batch_defers_first_looks_past_the_scouts_and_retargets_them(
+    stores: Stores,
+) -> None:
+    """While nothing is learned about a key, the first COLD_SCOUTS runs are polled as usual
+    and the later ones' first looks wait; the first learned duration re-targets each waiting
+    look to started + that duration, never before its earliest look (the server's hint)
+    nor before now, and leaves alone a job that moved on."""
+    limits, r, k = stores.limits, stores.redis, stores.jobs.keys
+    key = "assistants:asst_cold"
+    now = stores.now()
+    scouts = [
+        limits.defer_cold_look(key, f"scout{i}", started=now, deferred=now + 8, earliest=now)
+        for i in range(COLD_SCOUTS)
+    ]
+    assert scouts == [False] * COLD_SCOUTS
+    cases = {  # job id: (started, earliest look, deferred look)
+        "pulled_in": (now - 1, now - 0.5, now + 7),
+        "hinted": (now - 1, now + 20, now + 20),
+        "overdue": (now - 9, now - 8.5, now - 1),
+        "moved_on": (now - 1, now - 0.5, now + 7),
+        "ticketed": (now - 1, now - 0.5, now + 7),
+    }
+    for job_id, (started, earliest, deferred) in cases.items():
+        assert limits.defer_cold_look(
+            key, job_id, started=started, deferred=deferred, earliest=earliest
+        )
+        r.hset(k.job(job_id), "next", "askq.poll")
+        r.zadd(k.due, {job_id: deferred})
+    r.zadd(k.due, {"moved_on": now + 3})  # its first look already happened; this is its next
+    r.hset(k.job("ticketed"), "ticket", "askq.poll")  # its message is out: not moved
+    assert limits.retarget_cold(key, 5.0) == 3
+    after = stores.now()
+    assert r.zscore(k.due, "pulled_in") == pytest.approx(now - 1 + 5.0)
+    assert r.zscore(k.due, "hinted") == pytest.approx(now + 20)  # never before the hint
+    assert now <= r.zscore(k.due, "overdue") <= after  # type: ignore[operator]
+    assert r.zscore(k.due, "moved_on") == pytest.approx(now + 3)
+    assert r.zscore(k.due, "ticketed") == pytest.approx(now + 7)
+    assert not r.exists(k.cold_looks(key)) and not r.exists(k.cold_scouts(key))
