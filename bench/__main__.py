@@ -75,35 +75,85 @@ def machine() -> dict[str, Any]:
 
 
 def cmd_throughput(args: argparse.Namespace) -> None:
-    """askq vs the tutorial loop vs asyncio, same emulator, same run time."""
+    """askq vs the tutorial loop vs asyncio, same emulator, same run time. The asyncio
+    baseline runs once per HTTP pool size (--async-pools) and the fastest counts; askq runs
+    once per worker variant (--askq-variants: packing on/off, threads/prefork)."""
     from bench.askq_run import run_askq
     from bench.baselines import run_asyncio, run_tutorial
 
     hint = args.hint_ms
     results: dict[str, Any] = {"machine": machine(), "args": vars(args) | {"func": None}}
+    askq_runs, async_runs = [], []
     with Stack.start() as stack:
         rt = durations(str(args.run_time), args.jobs)
-        a = run_askq(
-            stack, rt, concurrency=args.concurrency, poll_after_ms=hint,
-            env={"ASKQ_MAX_INFLIGHT": str(args.inflight)}, timeout_s=args.timeout,
-        )  # fmt: skip
-        print(brief(a), file=sys.stderr)
-        b = run_asyncio(
-            stack, durations(str(args.run_time), args.async_jobs or args.jobs),
-            inflight=args.inflight, poll="askq", poll_after_ms=hint, timeout_s=args.timeout,
-        )  # fmt: skip
-        print(brief(b), file=sys.stderr)
+        for variant in args.askq_variants.split(","):
+            pool, packed = variant.split(":") if ":" in variant else (variant, "packed")
+            env = {"ASKQ_MAX_INFLIGHT": str(args.inflight)}
+            if packed == "single":
+                env["ASKQ_MAX_JOBS_PER_MESSAGE"] = "1"
+            concurrency = args.concurrency if pool == "threads" else args.prefork_concurrency
+            a = run_askq(
+                stack, rt, concurrency=concurrency, poll_after_ms=hint, env=env,
+                timeout_s=args.timeout, label=f"askq {pool}, {packed}", pool=pool,
+            )  # fmt: skip
+            print(brief(a), f"cpu ms/job {a['worker_cpu_s_per_job'] * 1000:.1f}", file=sys.stderr)
+            askq_runs.append(a)
+        for http_pool in [int(p) for p in args.async_pools.split(",")]:
+            b = run_asyncio(
+                stack, durations(str(args.run_time), args.async_jobs or args.jobs),
+                inflight=args.inflight, poll="askq", poll_after_ms=hint, timeout_s=args.timeout,
+                label=f"asyncio, pool {http_pool}", pool=http_pool,
+            )  # fmt: skip
+            print(brief(b), f"cpu ms/job {b['bench_cpu_s_per_job'] * 1000:.1f}", file=sys.stderr)
+            async_runs.append(b)
         t = run_tutorial(
             stack, durations(str(args.run_time), args.tutorial_jobs),
             threads=args.concurrency, poll_after_ms=hint, timeout_s=args.timeout,
         )  # fmt: skip
         print(brief(t), file=sys.stderr)
-    results["runs"] = [a, b, t]
-    results["ratios"] = ratios(a, {"tutorial": t, "asyncio": b})
+    best_async = max(async_runs, key=lambda r: r["jobs_per_s"] or 0)
+    a = askq_runs[0]
+    results["runs"] = [*askq_runs, *async_runs, t]
+    results["best_asyncio"] = best_async["system"]
+    results["ratios"] = ratios(a, {"tutorial": t, "asyncio": best_async})
+    results["ratios_by_variant"] = {
+        r["system"]: ratios(r, {"asyncio": best_async})["askq/asyncio"] for r in askq_runs
+    }
     if t["jobs_per_s"]:
         results["tutorial_5000_job_estimate_s"] = args.jobs / t["jobs_per_s"]
-    print(json.dumps(results["ratios"], indent=2))
+    print(json.dumps(results["ratios_by_variant"], indent=2))
     save(args.out, args.name or f"throughput-{args.run_time}s-hint{hint}", results)
+
+
+def cmd_cold(args: argparse.Namespace) -> None:
+    """A cold batch: N runs of one duration submitted at once to a fresh Redis (nothing
+    learned), askq (predictive, and back-off only) vs the tutorial loop, hint off and on."""
+    from bench.askq_run import run_askq
+    from bench.baselines import run_tutorial
+
+    results: dict[str, Any] = {"machine": machine(), "args": vars(args) | {"func": None}}
+    runs = []
+    with Stack.start() as stack:
+        rt = durations(str(args.run_time), args.jobs)
+        for hint in (None, args.hint_ms):
+            env = {"ASKQ_MAX_INFLIGHT": str(args.jobs + 10)}
+            for label, extra in (
+                ("askq", {}),
+                ("askq back-off only", {"ASKQ_POLL_PREDICT": "false"}),
+            ):
+                r = run_askq(
+                    stack, rt, concurrency=args.concurrency, poll_after_ms=hint,
+                    env={**env, **extra}, timeout_s=args.timeout, label=label,
+                )  # fmt: skip
+                runs.append(r)
+                print(hint, brief(r), file=sys.stderr)
+            t = run_tutorial(
+                stack, rt, threads=args.jobs, poll_after_ms=hint, timeout_s=args.timeout
+            )
+            runs.append(t)
+            print(hint, brief(t), file=sys.stderr)
+    results["runs"] = runs
+    save(args.out, args.name or "cold", results)
 
 
 def ratios(a: dict[str, Any], baselines: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -173,6 +223,7 @@ def cmd_protocols(args: argparse.Namespace) -> None:
             rate=args.rate,
             timeout_s=args.timeout,
             webhook_poll_s=args.webhook_poll_s,
+            poll_after_ms=args.hint_ms,
         )
     results["runs"] = runs
     results["load_at_end"] = machine()["load_at_start"]
@@ -351,7 +402,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--async-jobs", type=int, default=None, help="default: --jobs")
     p.add_argument("--tutorial-jobs", type=int, default=160, help="the loop is slow: a sample")
     p.add_argument("--inflight", type=int, default=256, help="askq MAX_INFLIGHT = semaphore")
+    p.add_argument(
+        "--askq-variants", default="threads,threads:single,prefork",
+        help="POOL[:single] per askq run (single: one job a message, packing off)",
+    )  # fmt: skip
+    p.add_argument("--prefork-concurrency", type=int, default=4, help="processes (prefork)")
+    p.add_argument("--async-pools", default="16,64,256", help="httpx pool sizes to try")
     p.set_defaults(func=cmd_throughput)
+
+    p = sub.add_parser("cold", help="a cold batch submitted at once: learning as it goes")
+    common(p)
+    p.add_argument("--run-time", type=float, default=2.5)
+    p.add_argument("--jobs", type=int, default=160)
+    p.set_defaults(func=cmd_cold, hint_ms=1000)
 
     p = sub.add_parser("policy", help="poll policies: requests/job vs latency overhead")
     common(p)

@@ -58,12 +58,13 @@ def run_askq(
     app: str = "worker",
     rate: float | None = None,
     redis_url: str | None = None,
+    pool: str = "threads",
 ) -> dict[str, Any]:
     n = len(run_times)
     env = dict(env or {})
     url = redis_url or stack.fresh_db()
     stack.reset_emulator(run_time_s=run_times[0], poll_after_ms=poll_after_ms)
-    started = stack.start_workers(workers, url, concurrency, env, app)
+    started = stack.start_workers(workers, url, concurrency, env, app, pool)
     settings = load_settings(
         redis_url=url,
         api_base=stack.emulator.url,
@@ -138,6 +139,7 @@ def run_askq(
         "finished_all": done,
         "workers": workers,
         "concurrency": concurrency,
+        "pool": pool,
         "env": env,
         "poll_after_ms": poll_after_ms,
         "arrival_rate": rate,

@@ -197,6 +197,7 @@ async def _async_main(
     tally: Tally,
     timeout_s: float,
     rate: float | None,
+    pool: int,
 ) -> float:
     policy = PollPolicy(min_s=0.5, max_s=8.0)
     rng = random.Random(1)
@@ -205,7 +206,7 @@ async def _async_main(
     async with httpx.AsyncClient(
         base_url=url + "/",
         timeout=30,
-        limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+        limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
     ) as http:
         t0 = time.time()
         await asyncio.gather(
@@ -239,18 +240,22 @@ def run_asyncio(
     timeout_s: float = 600.0,
     label: str | None = None,
     rate: float | None = None,
+    pool: int = 64,
 ) -> dict[str, Any]:
+    """`pool`: httpx's connection pool size (its async pool slows down with hundreds of
+    connections: `python -m bench throughput` tries a few and keeps the fastest)."""
     stack.reset_emulator(run_time_s=run_times[0], poll_after_ms=poll_after_ms)
     tally = Tally()
     groups = {"bench": [psutil.Process().pid], **_emu_group(stack)}
     # uvloop: the fastest event loop this machine has (+12% jobs/s over asyncio's own here)
     with Sampler(groups, None) as sampler, asyncio.Runner(loop_factory=uvloop.new_event_loop) as rr:
         t0 = rr.run(
-            _async_main(stack.emulator.url, run_times, inflight, poll, tally, timeout_s, rate)
+            _async_main(stack.emulator.url, run_times, inflight, poll, tally, timeout_s, rate, pool)
         )
     name = label or f"asyncio-{poll}"
     out = _result(name, stack, run_times, tally, t0, sampler, inflight, poll_after_ms)
     out["poll"] = poll
+    out["http_pool"] = pool
     out["arrival_rate"] = rate
     return out
 

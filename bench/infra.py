@@ -167,6 +167,7 @@ class Stack:
         concurrency: int,
         env: dict[str, str],
         app: str = "worker",
+        pool: str = "threads",
     ) -> list[Worker]:
         started = []
         for _ in range(count):
@@ -175,7 +176,7 @@ class Stack:
             log = self.tmp / f"worker{n}.log"
             args = [
                 sys.executable, "-m", "celery", "-A", app, "worker", "--loglevel=WARNING",
-                "--pool=threads", f"--concurrency={concurrency}", f"--hostname=bench{n}@%h",
+                f"--pool={pool}", f"--concurrency={concurrency}", f"--hostname=bench{n}@%h",
                 "--without-mingle", "--without-gossip",
             ]  # fmt: skip
             wenv = self.worker_env(redis_url, ASKQ_HEARTBEAT_FILE=str(heartbeat), **env)

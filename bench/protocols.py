@@ -81,6 +81,7 @@ def run_protocols(
     rate: float,
     timeout_s: float,
     webhook_poll_s: float,
+    poll_after_ms: int | None = None,
 ) -> list[dict[str, Any]]:
     runs = []
     inflight = {"ASKQ_MAX_INFLIGHT": str(len(run_times) + 10)}
@@ -114,8 +115,9 @@ def run_protocols(
                     label=f"{style}: {mode}",
                     rate=rate,
                     redis_url=url,
+                    poll_after_ms=poll_after_ms,
                 )
-            r["style"], r["mode"] = style, mode
+            r["style"], r["mode"], r["hint_ms"] = style, mode, poll_after_ms
             r["webhooks_sent"] = stack.control.stats().get("webhooks", {})
             runs.append(r)
             line = (
