@@ -273,6 +273,13 @@ def cmd_scale(args: argparse.Namespace) -> None:
             poll_after_ms=args.hint_ms, env=env, timeout_s=args.timeout, label="askq scale",
         )  # fmt: skip
         print(brief(r), file=sys.stderr)
+        late = r["poll_lateness_s"]
+        print(
+            f"   peak live {r['peak_live_jobs']}, RSS {r['worker_peak_rss_mb']:.0f} MB, "
+            f"poll lateness p50 <= {late['p50_le']} s, p95 <= {late['p95_le']} s "
+            f"({late['polls']} polls), cpu ms/job {r['worker_cpu_s_per_job'] * 1000:.1f}",
+            file=sys.stderr,
+        )
     results["runs"] = [r]
     save(args.out, args.name or f"scale-{args.jobs}", results)
 

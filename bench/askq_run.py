@@ -45,6 +45,33 @@ def command_calls(url: str) -> dict[str, int]:
         client.close()
 
 
+def poll_lateness(url: str, prefix: str = "askq") -> dict[str, Any]:
+    """The worker's poll-lateness histogram (`askq:poll-lateness`: polls taken that long after
+    their due time) and the bucket bounds its 50th and 95th percentiles fall in."""
+    client = redis.Redis.from_url(url)
+    try:
+        raw = client.hgetall(f"{prefix}:poll-lateness")
+    finally:
+        client.close()
+    hist = sorted((float(k), int(v)) for k, v in raw.items())  # float("+Inf") sorts last
+    total = sum(n for _, n in hist)
+
+    def quantile(q: float) -> float | None:
+        seen = 0
+        for bound, n in hist:
+            seen += n
+            if seen >= q * total:
+                return bound
+        return None
+
+    return {
+        "histogram": {repr(b): n for b, n in hist},
+        "polls": total,
+        "p50_le": quantile(0.5),
+        "p95_le": quantile(0.95),
+    }
+
+
 def run_askq(
     stack: Stack,
     run_times: list[float],
@@ -115,6 +142,7 @@ def run_askq(
         records = [r for b in batch_ids for r in client.batch_store.batch_records(b)]
         mem_after = redis_used_memory(url)
         key_sizes = job_key_sample(url)
+        lateness = poll_lateness(url)
         calls_after = command_calls(url)
         stats = stack.control.stats()
     finally:
@@ -176,4 +204,5 @@ def run_askq(
         "redis_bytes_per_finished_job": (mem_after - mem_before) / n,
         "job_hash_memory_usage_bytes": key_sizes["mean_bytes"],
         "redis_peak_used_memory_mb": sampler.peak_redis_mem / 2**20,
+        "poll_lateness_s": lateness,
     }

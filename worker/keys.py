@@ -14,6 +14,10 @@ JOB_LATENCY_BUCKETS: tuple[float, ...] = (
 """Upper bounds (s) of the job latency histogram (`Keys.job_latency`); `+Inf` holds the rest."""
 
 
+POLL_LATENESS_BUCKETS: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+"""Upper bounds (s) of the poll lateness histogram (`Keys.poll_lateness`); `+Inf` the rest."""
+
+
 def job_latency_bucket(seconds: float) -> str:
     """The `le` of the `Keys.job_latency` bucket that counts a job that took `seconds`."""
     for bound in JOB_LATENCY_BUCKETS:
@@ -34,11 +38,12 @@ class Keys:
         """Hash: `version`, `status`, `record` (JSON JobRecord), `next` (the task that drives
         the job on), `ticket` (set when a task message is published, taken by that task),
         `epoch` (bumped by every publication: the fencing token of the task that takes it),
-        `published_at` (when the pump last published a message for it), `owner` / `taken_at`
-        / `taker` (the worker process running the task, when it took it, the take's request
-        id), `req` (request id of the last save), `cancel` (requested → taken → done),
-        `poked` (a provider webhook named the job since its poll was taken), `callbacks` (ids
-        of the callbacks its last end wrote)."""
+        `published_at` (when the pump last published a message for it), `due_at` (the due
+        time its last save set), `owner` / `taken_at` / `taker` (the worker process running
+        the task, when it took it, the take's request id), `req` (request id of the last
+        save), `cancel` (requested → taken → done), `poked` (a provider webhook named the
+        job since its poll was taken), `callbacks` (ids of the callbacks its last end
+        wrote)."""
         return f"{self.job_prefix}{job_id}"
 
     def batch(self, batch_id: str) -> str:
@@ -237,6 +242,13 @@ class Keys:
         was still adding jobs), `first_at` (first job end of this round), `round`, and
         `callbacks` (ids of the last round's callbacks). Only batches with callbacks have one."""
         return f"{self.prefix}:batch:{batch_id}:callbacks"
+
+    @property
+    def poll_lateness(self) -> str:
+        """Hash: histogram of how late polls were taken after their due time: `<le>` (from
+        `POLL_LATENESS_BUCKETS`, or `+Inf`) → polls in that bucket alone (metrics; the
+        due time is the one a job's last save set, `due_at` in its hash)."""
+        return f"{self.prefix}:poll-lateness"
 
     @property
     def job_latency(self) -> str:

@@ -15,6 +15,8 @@ Two rules hold for every script that changes state:
 
 from __future__ import annotations
 
+from worker.keys import POLL_LATENESS_BUCKETS
+
 SERVER_NOW = """
 local function server_now()
   local t = redis.call('TIME')
@@ -191,6 +193,7 @@ if due == '-' then
   redis.call('ZREM', KEYS[2], id)
 elseif due ~= '' then
   redis.call('ZADD', KEYS[2], due, id)
+  redis.call('HSET', KEYS[1], 'due_at', due)
   -- a sleeping pump plans to look again within a second at most: wake it for anything
   -- due sooner, so a short poll delay is not stretched to the pump's idle wait
   if tonumber(due) <= now + 1 then redis.call('RPUSH', KEYS[9], '1') end
@@ -454,11 +457,21 @@ TAKE_TICKET = (
 -- worker's heartbeat-watchers find it even before its next beat; and its lease becomes the
 -- short one of a held task (renewed while the worker lists it), so a task that ends without
 -- a save (Redis full or away) leaves its job a few seconds behind, not a whole lease.
+-- A poll's lateness (taken now, due at `due_at`) is counted in the poll-lateness histogram.
 -- Returns the epoch (the fencing token of every save this task makes), or 0.
--- KEYS: job, worker_jobs, due; ARGV: task, worker id, request id, job id, held lease (s)
-local f = redis.call('HMGET', KEYS[1], 'ticket', 'taker', 'epoch')
+-- KEYS: job, worker_jobs, due, poll_lateness
+-- ARGV: task, worker id, request id, job id, held lease (s)
+local f = redis.call('HMGET', KEYS[1], 'ticket', 'taker', 'epoch', 'due_at')
 if f[1] == ARGV[1] then
   local now = server_now()
+  if ARGV[1] == 'askq.poll' and f[4] then
+    local late = now - tonumber(f[4])
+    local bucket = '+Inf'
+    for _, bound in ipairs({LATENESS_BOUNDS}) do
+      if late <= bound then bucket = tostring(bound) break end
+    end
+    redis.call('HINCRBY', KEYS[4], bucket, 1)
+  end
   -- a webhook poke before this take is seen by this task's look: it is used up here
   redis.call('HDEL', KEYS[1], 'ticket', 'poked')
   redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'taken_at', tostring(now), 'taker', ARGV[3])
@@ -468,7 +481,7 @@ if f[1] == ARGV[1] then
 end
 if f[2] == ARGV[3] then return tonumber(f[3] or '0') end  -- this same take, re-sent
 return 0
-"""
+""".replace("LATENESS_BOUNDS", ", ".join(repr(b) for b in POLL_LATENESS_BUCKETS))
 )
 
 TAKE_CANCEL = (

@@ -183,8 +183,8 @@ class JobStore(RedisStore):
             # request id (lua.TAKE_TICKET)
             pipe = self.redis.pipeline(transaction=False)
             for job_id, req in takes:
-                keys = [k.job(job_id), k.worker_jobs(worker_id), k.due]
-                pipe.evalsha(self._take_ticket.sha, 3, *keys, task, worker_id, req, job_id, held)
+                keys = [k.job(job_id), k.worker_jobs(worker_id), k.due, k.poll_lateness]
+                pipe.evalsha(self._take_ticket.sha, 4, *keys, task, worker_id, req, job_id, held)
                 pipe.hmget(k.job(job_id), ["version", "record", "cancel"])
             try:
                 return pipe.execute()
@@ -215,7 +215,7 @@ class JobStore(RedisStore):
         k = self.keys
         epoch = self._call(
             lambda: self._take_ticket(
-                keys=[k.job(job_id), k.worker_jobs(worker_id), k.due],
+                keys=[k.job(job_id), k.worker_jobs(worker_id), k.due, k.poll_lateness],
                 args=[task, worker_id, request_id(), job_id, repr(self.settings.held_lease_s)],
             )
         )

@@ -356,3 +356,15 @@ def test_a_cold_batch_defers_first_looks_past_the_scouts_and_retargets_them(
     assert r.zscore(k.due, "moved_on") == pytest.approx(now + 3)
     assert r.zscore(k.due, "ticketed") == pytest.approx(now + 7)
     assert not r.exists(k.cold_looks(key)) and not r.exists(k.cold_scouts(key))
+
+
+def test_a_polls_lateness_after_its_due_time_is_counted(stores: Stores) -> None:
+    (job_id,) = submit(stores)
+    store = stores.jobs
+    loaded = store.load(job_id)
+    running = loaded.record.model_copy(update={"status": JobStatus.RUNNING})
+    now = stores.now()
+    store.transition(loaded, running, next_task="askq.poll", due_at=now - 2, now=now)
+    assert stores.claimed() == [job_id]
+    assert store.take_ticket(job_id, "askq.poll", "w1") is not None
+    assert store.redis.hgetall(store.keys.poll_lateness) == {b"2.5": b"1"}  # 2 s late
