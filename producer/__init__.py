@@ -1,9 +1,11 @@
 """askq's Python API: everything a user of it handles, importable from here.
 
-`from producer import Client, JobRequest, JobResult, NotFound` — the client, the records it
-takes and returns, and the errors it raises. Other modules are internal.
+`from producer import Client, JobRequest, JobResult, NotFound` — the client (`AsyncClient`
+for asyncio), the records it takes and returns, and the errors it raises. Other modules are
+internal.
 """
 
+from producer.async_client import AsyncClient
 from producer.client import BatchStatus, CancelOutcome, Client, SubmittedBatch
 from worker.errors import (
     AskqError,
@@ -30,6 +32,7 @@ from worker.states import JobStatus
 
 __all__ = [
     "AskqError",
+    "AsyncClient",
     "BatchRecord",
     "BatchStatus",
     "BatchSummary",

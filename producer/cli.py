@@ -532,41 +532,55 @@ def _csv_row(result: JobResult) -> list[Any]:
     ]  # fmt: skip
 
 
-def write_results(results: Iterable[JobResult], fmt: str, out: TextIO) -> int:
+def write_results(
+    results: Iterable[JobResult], fmt: str, out: TextIO, *, flush: bool = False
+) -> int:
+    """Write the records as JSONL or CSV; with `flush`, each as soon as it comes (--follow:
+    a pipe's reader gets each record when its job ends)."""
     count = 0
-    if fmt == "csv":
-        writer = csv.writer(out)
+    writer = csv.writer(out) if fmt == "csv" else None
+    if writer is not None:
         writer.writerow(CSV_COLUMNS)
-        for result in results:
-            writer.writerow(_csv_row(result))
-            count += 1
-        return count
     for result in results:
-        out.write(json.dumps(result.to_json_dict(), ensure_ascii=False) + "\n")
+        if writer is not None:
+            writer.writerow(_csv_row(result))
+        else:
+            out.write(json.dumps(result.to_json_dict(), ensure_ascii=False) + "\n")
         count += 1
+        if flush:
+            out.flush()
     return count
 
 
 @main.command(
-    short_help="Print a batch's result records, in input order.",
-    epilog=example("askq results nightly --format csv -o answers.csv"),
+    short_help="Print a batch's records, in input order or as they end (--follow).",
+    epilog=example(
+        "askq results nightly --format csv -o answers.csv",
+        "askq results nightly --follow | jq -r .answer",
+    ),
 )
 @click.argument("batch_id", metavar="BATCH")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to FILE.")
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="Print each record as its job ends, in finishing order; exit when all have ended.",
+)
 @guarded
-def results(batch_id: str, fmt: str, output: str | None) -> None:
-    """Print a batch's result records (BATCH: its id or --name), in input order."""
-    records = client().results(batch_id)
+def results(batch_id: str, fmt: str, output: str | None, follow: bool) -> None:
+    """Print a batch's result records (BATCH: its id or --name), in input order; with
+    --follow, as the jobs end (those already ended first), until every job has ended."""
+    records = client().iter_results(batch_id, follow=follow)
     if output:
         try:
             with open(output, "w", encoding="utf-8", newline="") as out:
-                count = write_results(records, fmt, out)
+                count = write_results(records, fmt, out, flush=follow)
         except OSError as exc:
             fail(f"cannot write {output}: {exc.strerror or exc}")
         say(f"askq: wrote {counted(count, 'record')} to {output}")
     else:
-        write_results(records, fmt, sys.stdout)
+        write_results(records, fmt, sys.stdout, flush=follow)
 
 
 @main.command(

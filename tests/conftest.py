@@ -7,7 +7,9 @@ or Celery queues. Set ASKQ_TEST_REDIS_BINARY to use another redis-server.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import itertools
 import os
 import signal
@@ -25,6 +27,7 @@ import redis
 from emulator.client import EmulatorControl
 from emulator.config import EmulatorConfig
 from emulator.server import RunningEmulator, serve_in_subprocess
+from producer.async_client import AsyncClient
 from producer.client import Client
 from producer.local_redis import LocalRedis
 from worker.settings import Settings, load_settings
@@ -109,6 +112,68 @@ class WorkerProcess:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
+class BlockingAsyncClient:
+    """An `AsyncClient` called from blocking test code, so the behaviour tests written for
+    `Client` run unchanged against it: every call runs on one event loop (`asyncio.Runner`)
+    that the client was made in; async iterators are read to the end. `store` and
+    `batch_store` (what tests look into Redis with) come from a plain `Client`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._loop = asyncio.Runner()
+        self.inner: AsyncClient = self._loop.run(_made_async(settings))
+        self._inspect = Client(settings)
+        self.store = self._inspect.store
+        self.batch_store = self._inspect.batch_store
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.inner, name)
+        if not callable(method):
+            return method
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            value = method(*args, **kwargs)
+            if inspect.isawaitable(value):
+                return self._loop.run(_awaited(value))
+            if hasattr(value, "__aiter__"):
+                return iter(self._loop.run(_read_all(value)))
+            return value
+
+        return call
+
+    def close(self) -> None:
+        self._loop.run(self.inner.close())
+        self._loop.close()
+        self._inspect.close()
+
+
+async def _made_async(settings: Settings) -> AsyncClient:
+    return AsyncClient(settings)
+
+
+async def _awaited(value: Any) -> Any:
+    return await value
+
+
+async def _read_all(items: Any) -> list[Any]:
+    return [item async for item in items]
+
+
+CLIENT_KINDS = ("sync", "async")
+BOTH_CLIENTS = pytest.mark.parametrize("client_kind", CLIENT_KINDS, indirect=True)
+"""For tests of the Python API's behaviour: run them with `Client` and with `AsyncClient`
+(through `BlockingAsyncClient`); every other test uses `Client`."""
+
+
+@pytest.fixture
+def client_kind(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request, "param", "sync"))
+
+
+def make_client(settings: Settings, kind: str) -> Any:
+    """The client a behaviour test drives: `Client`, or `AsyncClient` made blocking."""
+    return Client(settings) if kind == "sync" else BlockingAsyncClient(settings)
+
+
 @dataclass
 class Askq:
     """One test's askq deployment: settings, a client, and the workers it started."""
@@ -117,13 +182,16 @@ class Askq:
     emulator: EmulatorControl
     tmp: Path
     workers: list[WorkerProcess] = field(default_factory=list)
-    _client: Client | None = None
+    client_kind: str = "sync"
+    _client: Any = None
 
     @property
     def client(self) -> Client:
+        """A `Client` (or, in a test run with BOTH_CLIENTS, an AsyncClient behind the same
+        blocking face)."""
         if self._client is None:
-            self._client = Client(self.settings)
-        return self._client
+            self._client = make_client(self.settings, self.client_kind)
+        return self._client  # type: ignore[no-any-return]
 
     @property
     def routes(self) -> Routes:
@@ -286,6 +354,7 @@ def make_askq(
     emulator_server: RunningEmulator,
     tmp_path: Path,
     style: str,
+    client_kind: str,
 ) -> Iterator[Callable[..., Askq]]:
     made: list[Askq] = []
 
@@ -302,7 +371,7 @@ def make_askq(
             "sweep_interval_s": 0.5,
             **overrides,
         }
-        deployment = Askq(load_settings(**fields), emulator, tmp_path)
+        deployment = Askq(load_settings(**fields), emulator, tmp_path, client_kind=client_kind)
         made.append(deployment)
         return deployment
 

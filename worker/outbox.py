@@ -27,6 +27,7 @@ import redis
 from worker import lua
 from worker.keys import Keys
 from worker.models import BatchSummary, Delivery
+from worker.redis_ops import Command, Op, RoundTrip, ScriptCall, SyncRunner, command
 from worker.redis_store import RedisStore, request_id, text
 from worker.settings import Settings
 from worker.states import JobStatus
@@ -61,6 +62,50 @@ def _without_query(url: str) -> str:
     if parts.port:
         netloc = f"{netloc}:{parts.port}"
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def open_batch(
+    keys: Keys,
+    batch_id: str,
+    task: str | None,
+    webhook: str | None,
+    name: str | None,
+    *,
+    created: float,
+    ttl: int,
+) -> ScriptCall:
+    """The script that opens a submission into `batch_id` (before its first job is written)."""
+    return ScriptCall(
+        lua.OPEN_BATCH,
+        [keys.batch_callbacks(batch_id)],
+        [ttl, task or "", webhook or "", name or "", repr(created)],
+    )
+
+
+def seal_batch(keys: Keys, settings: Settings, batch_id: str) -> ScriptCall:
+    """The script that seals a submission into `batch_id`: the batch may end now (or has)."""
+    return ScriptCall(
+        lua.SEAL_BATCH,
+        [keys.batch_callbacks(batch_id), keys.batch_counts(batch_id), keys.outbox, keys.wake],
+        [json.dumps(callback_spec(keys, settings)), batch_id],
+    )
+
+
+def deliveries(keys: Keys, identifier: str) -> Op[list[Delivery]]:
+    """The callbacks of a job's last end, or of a batch's last round (oldest first)."""
+    owner = (
+        keys.batch_callbacks(identifier)
+        if identifier.startswith("batch_")
+        else keys.job(identifier)
+    )
+    ids = yield from command("hget", owner, "callbacks")
+    names = [name for name in text(ids or b"").split(",") if name]
+    found = yield RoundTrip([Command("hgetall", (keys.callback(name),)) for name in names])
+    return [
+        Callback(name, {text(a): text(b) for a, b in raw.items()}).delivery()
+        for name, raw in zip(names, found, strict=True)
+        if raw
+    ]
 
 
 @dataclass(frozen=True)
@@ -155,22 +200,13 @@ class OutboxStore(RedisStore):
         ttl: int,
     ) -> None:
         """A submission into `batch_id` begins (before its first job is written)."""
-        self._call(
-            lambda: self._open(
-                keys=[self.keys.batch_callbacks(batch_id)],
-                args=[ttl, task or "", webhook or "", name or "", repr(created)],
-            )
-        )
+        call = open_batch(self.keys, batch_id, task, webhook, name, created=created, ttl=ttl)
+        self._call(lambda: self._open(keys=call.keys, args=call.args))
 
     def seal_batch(self, batch_id: str) -> None:
         """A submission into `batch_id` finished: the batch may end now (or has)."""
-        k = self.keys
-        self._call(
-            lambda: self._seal(
-                keys=[k.batch_callbacks(batch_id), k.batch_counts(batch_id), k.outbox, k.wake],
-                args=[json.dumps(callback_spec(k, self.settings)), batch_id],
-            )
-        )
+        call = seal_batch(self.keys, self.settings, batch_id)
+        self._call(lambda: self._seal(keys=call.keys, args=call.args))
 
     # -- publishing and delivering --------------------------------------------------------
 
@@ -231,18 +267,4 @@ class OutboxStore(RedisStore):
 
     def deliveries(self, identifier: str) -> list[Delivery]:
         """The callbacks of a job's last end, or of a batch's last round (oldest first)."""
-        k = self.keys
-        if identifier.startswith("batch_"):
-            ids = self._call(lambda: self.redis.hget(k.batch_callbacks(identifier), "callbacks"))
-        else:
-            ids = self._call(lambda: self.redis.hget(k.job(identifier), "callbacks"))
-        names = [name for name in text(ids or b"").split(",") if name]
-        pipe = self.redis.pipeline(transaction=False)
-        for name in names:
-            pipe.hgetall(k.callback(name))
-        found = self._call(pipe.execute)
-        return [
-            Callback(name, {text(a): text(b) for a, b in raw.items()}).delivery()
-            for name, raw in zip(names, found, strict=True)
-            if raw
-        ]
+        return SyncRunner(self.redis).run(deliveries(self.keys, identifier))

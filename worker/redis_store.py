@@ -11,9 +11,11 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
+import redis.asyncio
+import redis.asyncio.retry
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -30,16 +32,42 @@ couple of quick re-sends are safe and save a task a lease's wait; more would onl
 outage into a hang."""
 
 
+SOCKET_TIMEOUT_S = 10
+"""A reply slower than this fails the command (a half-open link); blocking reads wait less."""
+CONNECTION: dict[str, Any] = {
+    "socket_timeout": SOCKET_TIMEOUT_S,
+    "socket_connect_timeout": 5,
+    "health_check_interval": 15,
+    "retry_on_timeout": True,
+}
+
+
 def connect(settings: Settings) -> redis.Redis:
     """A Redis client with timeouts, so a half-open link fails fast instead of hanging."""
     return redis.Redis.from_url(
         settings.redis_url,
-        socket_timeout=10,
-        socket_connect_timeout=5,
-        health_check_interval=15,
-        retry_on_timeout=True,
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), REDIS_RETRIES),
+        **CONNECTION,
     )
+
+
+def connect_async(settings: Settings) -> redis.asyncio.Redis:
+    """`connect` for asyncio: the same timeouts and re-sends."""
+    return redis.asyncio.Redis.from_url(
+        settings.redis_url,
+        retry=redis.asyncio.retry.Retry(ExponentialBackoff(cap=0.5, base=0.05), REDIS_RETRIES),
+        **CONNECTION,
+    )
+
+
+def store_error(exc: redis.RedisError) -> StoreError:
+    """askq's error for a failed Redis call: `RedisFull` when it is out of memory."""
+    if isinstance(exc, redis.exceptions.OutOfMemoryError) or "OOM" in str(exc):
+        return RedisFull(
+            "Redis is out of memory (maxmemory reached); finished jobs free it as "
+            "their results expire (ASKQ_RESULT_TTL_S), or raise maxmemory"
+        )
+    return StoreError(f"Redis failed: {exc}")
 
 
 def text(value: bytes | str) -> str:
@@ -81,9 +109,4 @@ class RedisStore:
         try:
             return operation()
         except redis.RedisError as exc:
-            if isinstance(exc, redis.exceptions.OutOfMemoryError) or "OOM" in str(exc):
-                raise RedisFull(
-                    "Redis is out of memory (maxmemory reached); finished jobs free it as "
-                    "their results expire (ASKQ_RESULT_TTL_S), or raise maxmemory"
-                ) from exc
-            raise StoreError(f"Redis failed: {exc}") from exc
+            raise store_error(exc) from exc

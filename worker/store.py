@@ -18,9 +18,10 @@ import redis
 
 from worker import lua
 from worker.errors import ClaimLost, NotFound, RecordError
-from worker.keys import job_latency_bucket
+from worker.keys import Keys, job_latency_bucket
 from worker.models import JobRecord
 from worker.outbox import callback_spec
+from worker.redis_ops import Command, Op, RoundTrip, SyncRunner, command
 from worker.redis_store import RedisStore, request_id, text
 from worker.settings import Settings
 from worker.states import JobStatus
@@ -44,12 +45,37 @@ class Taken:
     loaded: Loaded | None
 
 
+def loaded_from(version: bytes | str | None, raw: bytes | str | None) -> Loaded | None:
+    """A job as its hash's `version` and `record` fields give it; None when it is not there."""
+    if raw is None or version is None:
+        return None
+    return Loaded(JobRecord.from_json(raw), int(version))
+
+
+def records_from(raws: Sequence[bytes | None]) -> list[JobRecord | None]:
+    return [JobRecord.from_json(raw) if raw else None for raw in raws]
+
+
+def request_cancel(keys: Keys, job_id: str) -> Op[bool]:
+    """Mark a cancel request; False when the job is unknown."""
+    key = keys.job(job_id)
+    exists, _ = yield RoundTrip(
+        [Command("exists", (key,)), Command("hset", (key, "cancel", "requested"))],
+        transaction=True,
+    )
+    if not exists:
+        yield from command("delete", key)
+        return False
+    return True
+
+
 class JobStore(RedisStore):
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         super().__init__(client, settings)
         self._transition = client.register_script(lua.TRANSITION)
         self._take_cancel = client.register_script(lua.TAKE_CANCEL)
         self._take_ticket = client.register_script(lua.TAKE_TICKET)
+        self._runner = SyncRunner(client)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -57,9 +83,10 @@ class JobStore(RedisStore):
         version, raw = self._call(
             lambda: self.redis.hmget(self.keys.job(job_id), ["version", "record"])
         )
-        if raw is None or version is None:
+        loaded = loaded_from(version, raw)
+        if loaded is None:
             raise NotFound(f"no job {job_id!r} (unknown, or its results expired)")
-        return Loaded(JobRecord.from_json(raw), int(version))
+        return loaded
 
     def find(self, job_id: str) -> Loaded | None:
         try:
@@ -71,8 +98,7 @@ class JobStore(RedisStore):
         pipe = self.redis.pipeline(transaction=False)
         for job_id in job_ids:
             pipe.hget(self.keys.job(job_id), "record")
-        raws = self._call(pipe.execute)
-        return [JobRecord.from_json(raw) if raw else None for raw in raws]
+        return records_from(self._call(pipe.execute))
 
     def counts(self) -> dict[JobStatus, int]:
         raw = self._call(lambda: self.redis.hgetall(self.keys.counts))
@@ -223,15 +249,7 @@ class JobStore(RedisStore):
 
     def request_cancel(self, job_id: str) -> bool:
         """Mark a cancel request; False when the job is unknown."""
-        key = self.keys.job(job_id)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.exists(key)
-        pipe.hset(key, "cancel", "requested")
-        exists, _ = self._call(pipe.execute)
-        if not exists:
-            self._call(lambda: self.redis.delete(key))
-            return False
-        return True
+        return self._runner.run(request_cancel(self.keys, job_id))
 
     def take_cancel(self, job_id: str) -> bool:
         return bool(

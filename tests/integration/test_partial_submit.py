@@ -12,7 +12,8 @@ import pytest
 import redis
 
 from producer.local_redis import LocalRedis
-from tests.conftest import ROOT
+from tests.conftest import BOTH_CLIENTS, ROOT, make_client
+from worker.errors import PartialSubmit
 from worker.redis_store import connect
 from worker.settings import load_settings
 from worker.store import JobStore
@@ -40,23 +41,29 @@ def askq(url: str, *args: str, high_water: float = 90.0) -> subprocess.Completed
     )  # fmt: skip
 
 
-def test_a_batch_cut_short_names_its_batch_and_how_to_finish_it(
-    private_redis: LocalRedis, tmp_path: Path
-) -> None:
-    client = redis.Redis.from_url(private_redis.url)
-    questions = tmp_path / "questions.txt"
-    questions.write_text("".join(f"Question number {i}?\n" for i in range(LINES)))
-    # measure what one chunk of 500 jobs takes, then set the high-water mark half a chunk
-    # above what Redis holds now: the first chunk goes in, the second is refused
+def high_water_after_one_chunk(server: LocalRedis, questions: Path) -> float:
+    """Measure what one chunk of 500 jobs takes, then set maxmemory so that a high-water mark
+    half a chunk above what Redis holds now (returned) lets the first chunk in and refuses
+    the second."""
+    client = redis.Redis.from_url(server.url)
     before = int(client.info("memory")["used_memory"])
-    probe_url = private_redis.url_for(1)
+    probe_url = server.url_for(1)
     probe = askq(probe_url, "batch", str(questions))
     assert probe.returncode == 0, probe.stderr
     chunk = (int(client.info("memory")["used_memory"]) - before) * 500 // LINES
     redis.Redis.from_url(probe_url).flushdb()
     base = int(client.info("memory")["used_memory"])
     client.config_set("maxmemory", str(base * 4))
-    high_water = 100 * (base + chunk // 2) / (base * 4)
+    return 100 * (base + chunk // 2) / (base * 4)
+
+
+def test_a_batch_cut_short_names_its_batch_and_how_to_finish_it(
+    private_redis: LocalRedis, tmp_path: Path
+) -> None:
+    client = redis.Redis.from_url(private_redis.url)
+    questions = tmp_path / "questions.txt"
+    questions.write_text("".join(f"Question number {i}?\n" for i in range(LINES)))
+    high_water = high_water_after_one_chunk(private_redis, questions)
 
     cut = askq(private_redis.url, "batch", str(questions), high_water=high_water)
     assert cut.returncode == 2, cut.stderr
@@ -79,6 +86,34 @@ def test_a_batch_cut_short_names_its_batch_and_how_to_finish_it(
     )
     jobs = [j.decode() for j in client.lrange(store.keys.batch_jobs(batch_id), 0, -1)]
     assert len(jobs) == LINES == len(set(jobs))
+
+
+@BOTH_CLIENTS
+def test_the_python_api_reports_a_cut_batch_and_finishes_it_into_the_same_batch(
+    private_redis: LocalRedis, tmp_path: Path, client_kind: str
+) -> None:
+    questions = tmp_path / "questions.txt"
+    lines = [f"Question number {i}?" for i in range(LINES)]
+    questions.write_text("".join(f"{line}\n" for line in lines))
+    high_water = high_water_after_one_chunk(private_redis, questions)
+    settings = load_settings(
+        redis_url=private_redis.url, assistant_id="asst_test", redis_high_water_pct=high_water
+    )
+    client = make_client(settings, client_kind)
+    try:
+        with pytest.raises(PartialSubmit) as cut:
+            client.submit(lines)
+        assert cut.value.accepted == 500 and cut.value.exact
+        redis.Redis.from_url(private_redis.url).config_set("maxmemory", "0")
+        finished = client.submit(lines, into=cut.value.batch_id)
+        assert (finished.batch_id, finished.accepted, finished.skipped) == (
+            cut.value.batch_id,
+            LINES - 500,
+            500,
+        )
+        assert len({r.job_id for r in client.results(finished.batch_id)}) == LINES
+    finally:
+        client.close()
 
 
 def test_a_full_redis_refuses_submission_with_one_line(

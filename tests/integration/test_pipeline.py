@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import re
 
-from tests.conftest import Askq
+from tests.conftest import BOTH_CLIENTS, Askq
 from worker.keys import Keys
 from worker.states import JobStatus
 
 
+@BOTH_CLIENTS
 def test_batch_of_200_all_answered_once_each_in_order(askq: Askq) -> None:
     questions = [{"question": f"What is {i} * 7?", "custom_id": f"q{i}"} for i in range(200)]
     batch_id = askq.client.submit_batch(questions)
@@ -69,6 +70,7 @@ def test_backoff_grows_to_the_maximum(make_askq: object) -> None:
     assert all(7 <= n <= 14 for n in gets.values()), gets
 
 
+@BOTH_CLIENTS
 def test_each_terminal_status_is_stored_and_polling_stops(askq: Askq) -> None:
     cases = {
         "[fail] please": (JobStatus.FAILED, "server_error"),
@@ -92,6 +94,7 @@ def test_each_terminal_status_is_stored_and_polling_stops(askq: Askq) -> None:
     assert counts.get(JobStatus.RUNNING, 0) == 0
 
 
+@BOTH_CLIENTS
 def test_job_on_existing_thread_reads_its_own_run(askq: Askq) -> None:
     first = askq.client.wait(askq.client.ask("What is 1 + 1?"), timeout=30)
     assert first.answer is not None and "2" in first.answer  # type: ignore[union-attr]

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import ASSISTANTS_ONLY, Askq, wait_until
+from tests.conftest import ASSISTANTS_ONLY, BOTH_CLIENTS, Askq, wait_until
 from worker.celery_app import create_app
 from worker.models import JobRequest, JobResult
 from worker.states import JobStatus
@@ -98,6 +98,7 @@ def test_run_expiring_in_requires_action_ends_expired(make_askq: Callable[..., A
     assert result.tool_calls[0].output == "slept 1.5"
 
 
+@BOTH_CLIENTS
 def test_cancel_pending_job_makes_no_remote_call(make_askq: Callable[..., Askq]) -> None:
     deployment = make_askq(max_inflight=1)
     deployment.start_worker()
@@ -118,6 +119,7 @@ def test_cancel_pending_job_makes_no_remote_call(make_askq: Callable[..., Askq])
     assert deployment.client.store.redis.zcard(deployment.client.store.keys.inflight) == 0
 
 
+@BOTH_CLIENTS
 def test_cancel_running_job_and_duplicate_cancels(askq: Askq) -> None:
     job_id = askq.client.ask("[never] keep going")
     wait_until(lambda: askq.client.status(job_id).status is JobStatus.RUNNING, what="running")
@@ -153,6 +155,7 @@ def test_cancel_finished_job_changes_nothing(askq: Askq) -> None:
 
 
 @pytest.mark.slow
+@BOTH_CLIENTS
 def test_cancel_batch_of_500_in_flight(make_askq: Callable[..., Askq]) -> None:
     deployment = make_askq(poll_min_s=0.5, poll_max_s=2.0)
     deployment.start_worker(concurrency=16)

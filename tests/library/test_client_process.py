@@ -11,9 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 
-SCRIPT = r"""
+PRELUDE = r"""
 import json, logging, os, signal, sys, threading, warnings
 
 import kombu.transport
@@ -74,6 +76,11 @@ from producer import Client, Settings  # noqa: E402
 
 report = {"import": changes(before_import, snapshot())}
 settings = Settings(redis_url=sys.argv[1], assistant_id="asst_test")
+"""
+
+SCRIPT = (
+    PRELUDE
+    + r"""
 calls = [
     ("Client()", lambda: Client(settings)),
     ("ask", lambda: client.ask("What is 2 + 2?")),
@@ -105,6 +112,39 @@ for name, call in calls:
     report[name] = changes(before, after)
 print(json.dumps(report))
 """
+)
+
+ASYNC_SCRIPT = (
+    PRELUDE
+    + r"""
+import asyncio
+
+from producer import AsyncClient
+
+
+async def use_async_client():
+    async with AsyncClient(settings) as client:
+        job_id = await client.ask("What is 2 + 2?")
+        batch_id = await client.submit_batch(["a", "b"], name="n")
+        await client.status(job_id)
+        await client.status(batch_id)
+        await client.batches()
+        try:
+            await client.wait(job_id, timeout=0.05)
+        except TimeoutError:
+            pass
+        [r async for r in client.results(batch_id)]
+        [r async for r in client.iter_results(batch_id)]
+        await client.cancel(job_id)
+        await client.cancel(batch_id)
+
+
+before = snapshot()
+asyncio.run(use_async_client())
+report["AsyncClient"] = changes(before, snapshot())
+print(json.dumps(report))
+"""
+)
 
 CONNECTIONS_SCRIPT = r"""
 import sys
@@ -133,6 +173,38 @@ print(while_open, len(open_connections()))
 """
 
 
+ASYNC_CONNECTIONS_SCRIPT = r"""
+import asyncio
+import sys
+import time
+
+import redis
+
+from producer import AsyncClient, Settings
+
+url, db = sys.argv[1], sys.argv[2]
+watcher = redis.Redis.from_url(url)
+mine = watcher.client_id()
+
+
+def open_connections():
+    return [c for c in watcher.client_list() if c["db"] == db and int(c["id"]) != mine]
+
+
+async def use():
+    async with AsyncClient(Settings(redis_url=url, assistant_id="asst_test")) as client:
+        await client.cancel(await client.ask("What is 2 + 2?"))
+        return len(open_connections())
+
+
+while_open = asyncio.run(use())
+deadline = time.monotonic() + 10  # the server drops a closed client on its next loop
+while open_connections() and time.monotonic() < deadline:
+    time.sleep(0.05)
+print(while_open, len(open_connections()))
+"""
+
+
 def run_fresh(script: str, *args: str) -> str:
     done = subprocess.run(
         [sys.executable, "-c", script, *args],
@@ -148,9 +220,18 @@ def test_using_the_client_changes_nothing_global_in_the_callers_process(redis_ur
     assert {step: found for step, found in report.items() if found} == {}
 
 
-def test_close_and_the_with_block_close_redis_and_broker_connections(redis_url: str) -> None:
+def test_using_the_async_client_changes_nothing_global_either(redis_url: str) -> None:
+    report = json.loads(run_fresh(ASYNC_SCRIPT, redis_url))
+    assert set(report) == {"import", "AsyncClient"}
+    assert {step: found for step, found in report.items() if found} == {}
+
+
+@pytest.mark.parametrize("script", [CONNECTIONS_SCRIPT, ASYNC_CONNECTIONS_SCRIPT])
+def test_close_and_the_with_block_close_redis_and_broker_connections(
+    redis_url: str, script: str
+) -> None:
     db = redis_url.rsplit("/", 1)[1]
-    while_open, after_close = map(int, run_fresh(CONNECTIONS_SCRIPT, redis_url, db).split())
+    while_open, after_close = map(int, run_fresh(script, redis_url, db).split())
     assert while_open >= 2  # the job store's and the broker's, at least
     assert after_close == 0
 

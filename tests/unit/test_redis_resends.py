@@ -15,6 +15,7 @@ import redis
 
 from producer.local_redis import LocalRedis, find_redis_server
 from tests.unit.test_store import Stores, make_stores
+from worker import lua
 from worker.models import JobRequest
 from worker.outbox import OutboxStore
 from worker.settings import load_settings
@@ -135,12 +136,15 @@ def test_a_resent_submit_accepts_its_job_once(stores: Stores) -> None:
     after a dropped connection; SUBMIT is sent alone here to show the re-send is harmless."""
     batches = stores.batches
     one_job(stores)  # the script is loaded
-    record = batches.new_record(JobRequest(question="q"), batch_id=None, seq=0, now=stores.now())
+    record = batches.ops.new_record(
+        JobRequest(question="q"), batch_id=None, seq=0, now=stores.now()
+    )
     k = batches.keys
     key = k.job(record.job_id)
     args = [record.job_id, record.to_json(), repr(stores.now()), "1e12", "0", "0", 60, "x"]
     keys = [key, key, key, k.counts, k.due, k.deadlines, key, key]
-    assert resent(stores, lambda: batches._submit(keys=keys, args=args)) == 1
+    submit = stores.redis.register_script(lua.SUBMIT)
+    assert resent(stores, lambda: submit(keys=keys, args=args)) == 1
     assert stores.jobs.counts()[JobStatus.PENDING] == 2  # counted once
 
 
