@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.conftest import ASSISTANTS_ONLY, Askq, WorkerProcess, wait_until
+from tests.conftest import ASSISTANTS_ONLY, BOTH_CLIENTS, Askq, WorkerProcess, wait_until
 from worker.callbacks import CallbackPublisher
 from worker.celery_app import create_publisher
 from worker.outbox import OutboxStore
@@ -61,6 +61,7 @@ def duplicates(client: redis.Redis) -> int:
     return int(client.get("usercb:duplicates") or 0)
 
 
+@BOTH_CLIENTS
 def test_every_entry_point_sends_its_callbacks_once(
     make_askq: Callable[..., Askq], tmp_path: Path
 ) -> None:
