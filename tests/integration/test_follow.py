@@ -48,9 +48,10 @@ def test_follow_yields_every_record_of_1000_jobs_once_as_they_end(
     wait_until(lambda: client.status(batch_id).finished >= 300, 120, what="300 ends")  # type: ignore[union-attr]
     late = [r.job_id for r in client.iter_results(batch_id, follow=True)]
 
-    out, err = follower.communicate(timeout=180)
-    assert follower.returncode == 0, err
-    streamed = [first["job_id"]] + [json.loads(line)["job_id"] for line in out.splitlines()]
+    # read on through the same buffered pipe: communicate() would skip what readline buffered
+    rest = follower.stdout.read()
+    assert follower.wait(timeout=60) == 0, follower.stderr.read() if follower.stderr else ""
+    streamed = [first["job_id"]] + [json.loads(line)["job_id"] for line in rest.splitlines()]
     job_ids = client.batch_store.batch_job_ids(batch_id)
     order = finishing_order(deployment, batch_id)
     assert sorted(order) == sorted(job_ids)  # every job ended once
