@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from producer.local_redis import free_port
-from tests.conftest import ASSISTANTS_ONLY, Askq, wait_until
+from tests.conftest import ASSISTANTS_ONLY, BOTH_CLIENTS, Askq, wait_until
 from tests.integration.test_webhooks import serve
 
 pytestmark = ASSISTANTS_ONLY  # no protocol adapter takes part: the same outbox for all
@@ -92,6 +92,7 @@ def test_webhooks_are_signed_verified_and_shown_delivered(make_askq: Callable[..
     )
 
 
+@BOTH_CLIENTS
 def test_a_receiver_down_for_a_while_gets_it_when_back(make_askq: Callable[..., Askq]) -> None:
     deployment = make_askq(callback_secret=SECRET)
     port = free_port()  # nothing listens there yet: connections are refused
