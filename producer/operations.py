@@ -320,15 +320,23 @@ class ClientOps:
         Ends come from the batch's stream (`Keys.batch_ended`), read from its start, so a late
         follower first gets what already ended and then blocks for the rest: the stream's ids
         leave no gap and no repeat. The counts say when the batch is done; they change in the
-        same atomic step as the stream, so every end they count is in the stream by then. Ends
-        the stream no longer holds (trimmed or expired) or never held (written by a worker
-        older than the stream) come last, from the batch's records, by `finished_at`."""
+        same atomic step as the stream, so every end they count is in the stream by then; they
+        are read at the start, once every job was seen and after a quiet wait, so a follower
+        costs two round trips a wake (the read and the records). Ends the stream no longer
+        holds (trimmed or expired) or never held (written by a worker older than the stream)
+        come last, from the batch's records, by `finished_at`, at most one quiet wait after
+        the batch is done."""
         seen: set[str] = set()
         after: str | None = None
+        caught_up = False  # the last blocking read left nothing behind
+        look = True  # read the counts: at the start, after a quiet wait, once all were seen
+        size = 0
         while True:
-            size, counts = yield from self.batches.progress(batch_id)
-            done = ended_count(counts) >= size
-            while True:
+            done = False
+            if look:
+                size, counts = yield from self.batches.progress(batch_id)
+                done = ended_count(counts) >= size
+            while done or not caught_up:
                 ends = yield from self.batches.ended(batch_id, after, FOLLOW_CHUNK)
                 if ends:
                     after = ends[-1][0]
@@ -343,6 +351,8 @@ class ClientOps:
             if ends:
                 after = ends[-1][0]
                 yield from self._ended_results(ends, seen)
+            caught_up = len(ends) < FOLLOW_CHUNK
+            look = not ends or len(seen) >= size
         if len(seen) < size:
             job_ids = yield from self.batches.batch_job_ids(batch_id)
             unseen = [job_id for job_id in job_ids if job_id not in seen]
