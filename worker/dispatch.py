@@ -17,6 +17,11 @@ from worker import lua
 from worker.redis_store import RedisStore, request_id, text
 from worker.settings import Settings
 
+QUEUE_HIGH_WATER = 8
+"""Messages waiting in a task's queue (not yet taken by any worker) past which the claim
+leaves that task's due entries due: a backed-up queue gains nothing from more messages, and
+entries that wait in the due set are packed into fewer messages when it drains."""
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -29,6 +34,8 @@ class Claimed:
     now: float
     """The server's time when the claim ran."""
     claims: list[Claim]
+    held: int = 0
+    """Due entries left due because their task's queue is backed up (QUEUE_HIGH_WATER)."""
 
 
 @dataclass(frozen=True)
@@ -79,11 +86,12 @@ class DispatchStore(RedisStore):
                     repr(s.held_lease_s),
                     k.broker_queue_prefix,
                     repr(s.queued_bound_s),
+                    QUEUE_HIGH_WATER,
                 ],
             )
         )
-        claims = [Claim(text(raw[i]), text(raw[i + 1])) for i in range(1, len(raw), 2)]
-        return Claimed(float(text(raw[0])), claims)
+        claims = [Claim(text(raw[i]), text(raw[i + 1])) for i in range(2, len(raw), 2)]
+        return Claimed(float(text(raw[0])), claims, int(raw[1]))
 
     def next_due_at(self) -> float | None:
         first = self._call(lambda: self.redis.zrange(self.keys.due, 0, 0, withscores=True))

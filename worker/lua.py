@@ -269,20 +269,30 @@ CLAIM_DUE = (
 -- lease is renewed and nothing is published, so an overloaded deployment does not pile
 -- duplicates onto its own backlog. Past queued_bound seconds after its publication it is
 -- published again anyway (a message lost while the queue stayed busy): later, never lost.
+-- Back-pressure: while a task's queue already holds `high_water` messages, its due entries
+-- stay due (unclaimed, counted as held): they wait in the due set rather than the queue, and
+-- the pump packs them into fewer messages once the queue drains.
 -- The claimed jobs join the claiming worker's list (its heartbeat keeps them there while it
 -- publishes): if it dies before publishing, the sweep moves them on at once.
--- Returns {server now, id, task, id, task, ...}; a re-sent call returns the first reply.
+-- Returns {server now, held, id, task, id, task, ...}; a re-sent call returns the first
+-- reply.
 -- KEYS: due, inflight, waiting, seq, deadlines, workers, reply
 -- ARGV: 1 limit, 2 lease_s, 3 job_prefix, 4 max_inflight, 5 dead_after_s, 6 task_bound_s,
 --       7 worker_prefix, 8 worker_suffix, 9 worker id, 10 held_lease_s,
---       11 broker queue prefix (a queue's list is this + the task name), 12 queued_bound_s
+--       11 broker queue prefix (a queue's list is this + the task name), 12 queued_bound_s,
+--       13 high_water (messages waiting in a task's queue before its entries are held)
 local cached = redis.call('GET', KEYS[7])
 if cached then return cjson.decode(cached) end
 local now = server_now()
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[1])
-local out = {tostring(now)}
+local out = {tostring(now), 0}
 local max = tonumber(ARGV[4])
 local lease_until = now + tonumber(ARGV[2])
+local waiting = {}
+local function backlog(task)
+  if not waiting[task] then waiting[task] = redis.call('LLEN', ARGV[11] .. task) end
+  return waiting[task]
+end
 for _, id in ipairs(ids) do
   local key = ARGV[3] .. id
   local f = redis.call('HMGET', key, 'next', 'ticket', 'owner', 'taken_at', 'published_at')
@@ -303,6 +313,10 @@ for _, id in ipairs(ids) do
       redis.call('ZADD', KEYS[1], now + tonumber(ARGV[10]), id)
       publish = false
     end
+  end
+  if publish and backlog(task) >= tonumber(ARGV[13]) then
+    out[2] = out[2] + 1
+    publish = false
   end
   if publish and task == 'askq.start' and not redis.call('ZSCORE', KEYS[2], id)
      and tonumber(redis.call('ZSCORE', KEYS[5], id) or '+inf') > now then
@@ -328,7 +342,7 @@ for _, id in ipairs(ids) do
     out[#out + 1] = task
   end
 end
-if #out > 1 then redis.call('SET', KEYS[7], cjson.encode(out), 'PX', 60000) end
+if #out > 2 then redis.call('SET', KEYS[7], cjson.encode(out), 'PX', 60000) end
 return out
 """
 )

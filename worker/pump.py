@@ -49,6 +49,9 @@ SPREAD = 8
 """A round's claims of one task go out in at least this many messages before any message
 holds two jobs: a light load stays one job a message."""
 IDLE_WAIT_S = 1.0
+HELD_WAIT_S = 0.05
+"""While due entries are held back (their queue is backed up), the pump looks again this
+soon: a worker taking a message frees room without waking the pump."""
 ERROR_BACKOFF_S = 1.0
 BLOCKING_POP_SLACK_S = 0.1
 PRECISE_WAIT_S = 0.05
@@ -141,6 +144,8 @@ class Pump:
             self.publish(claimed.claims)
             if len(claimed.claims) == CLAIM_BATCH:
                 return 0.0
+        if claimed.held:
+            return HELD_WAIT_S  # due work waits for a queue to drain: look again soon
         if self.callbacks.publish_due():
             return 0.0
         next_due = self.dispatch.next_due_at()

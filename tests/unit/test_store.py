@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from worker.batches import BatchStore
-from worker.dispatch import DispatchStore
+from worker.dispatch import QUEUE_HIGH_WATER, DispatchStore
 from worker.durations import Durations
 from worker.limits import COLD_SCOUTS, LimitStore
 from worker.machine import Task
@@ -368,3 +368,17 @@ def test_a_polls_lateness_after_its_due_time_is_counted(stores: Stores) -> None:
     assert stores.claimed() == [job_id]
     assert store.take_ticket(job_id, "askq.poll", "w1") is not None
     assert store.redis.hgetall(store.keys.poll_lateness) == {b"2.5": b"1"}  # 2 s late
+
+
+def test_due_jobs_wait_in_the_due_set_while_their_queue_is_backed_up(stores: Stores) -> None:
+    """Past QUEUE_HIGH_WATER messages waiting in a task's queue, its due entries stay due
+    (held, not claimed, not leased): they go out later, packed, when the queue drains."""
+    (job_id,) = submit(stores)
+    queue = stores.jobs.keys.broker_queue("askq.start")
+    stores.redis.lpush(queue, *[f"a waiting message {i}" for i in range(QUEUE_HIGH_WATER)])
+    claimed = stores.dispatch.claim_due(10, "pump")
+    assert (claimed.claims, claimed.held) == ([], 1)
+    due = stores.redis.zscore(stores.jobs.keys.due, job_id)
+    assert due is not None and due <= stores.now()  # still due, no lease taken
+    stores.redis.rpop(queue)  # a worker took one
+    assert stores.claimed() == [job_id]
