@@ -94,6 +94,33 @@ def build(out: Path, docs: Path) -> None:
             )
         parts.append("\nRedis (askq run):\n\n" + redis_table(d["runs"][0]) + "\n")
 
+    t = _load(out, "throughput-0.5s")
+    if t and "ratios_by_variant" in t:
+        plot_throughput(t, docs / "bench-throughput.png")
+
+    c = _load(out, "cold")
+    if c:
+        parts.append(
+            "### cold (one batch submitted at once, nothing learned)\n\n| hint | system "
+            "| requests/job | GET run/job | overhead p50 | p95 | jobs/s |\n"
+            "|---|---|---|---|---|---|---|"
+        )
+        for r in c["runs"]:
+            gets = r["requests_per_job"].get("GET /v1/threads/{thread_id}/runs/{run_id}")
+            parts.append(
+                f"| {r['poll_after_ms'] or '–'} | {r['system']} | {f(r['total_requests_per_job'])} "
+                f"| {f(gets)} | {f(r['overhead_s']['p50'])} | {f(r['overhead_s']['p95'])} "
+                f"| {f(r['jobs_per_s'], 1)} |"
+            )
+        parts.append("")
+
+    for name in ("protocols", "protocols-hint1000"):
+        pr = _load(out, name)
+        if pr:
+            from bench.protocols import table
+
+            parts.append(f"### {name}\n\n{table(pr['runs'])}\n")
+
     w = _load(out, "workers")
     if w:
         parts.append(
@@ -134,6 +161,12 @@ def build(out: Path, docs: Path) -> None:
             f"in Redis: {r['peak_live_jobs']}; worker peak RSS {r['worker_peak_rss_mb']:.0f} MB\n"
         )
         parts.append(redis_table(r) + "\n")
+        late = r.get("poll_lateness_s")
+        if late:
+            parts.append(
+                f"poll lateness (taken after due): p50 ≤ {late['p50_le']} s, p95 ≤ "
+                f"{late['p95_le']} s over {late['polls']} polls; histogram {late['histogram']}\n"
+            )
 
     prof = _load(out, "profile")
     if prof:
@@ -165,6 +198,27 @@ def simulated_table(rows: list[dict[str, Any]]) -> str:
         for r in rows
     )
     return "\n".join(lines)
+
+
+def plot_throughput(t: dict[str, Any], path: Path) -> None:
+    """jobs/s and CPU per job of each askq variant and each asyncio pool size, one run."""
+    runs = [r for r in t["runs"] if r["system"] != "tutorial"]
+    names = [r["system"].replace(", ", "\n") for r in runs]
+    colors = ["tab:blue" if r["system"].startswith("askq") else "tab:gray" for r in runs]
+    cpu = [
+        1000 * (r.get("worker_cpu_s_per_job") or r.get("bench_cpu_s_per_job") or 0) for r in runs
+    ]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.bar(names, [r["jobs_per_s"] or 0 for r in runs], color=colors)
+    left.set_ylabel("jobs/s (one process, 0.5 s runs)")
+    right.bar(names, cpu, color=colors)
+    right.set_ylabel("CPU ms per job (that process)")
+    for ax in (left, right):
+        ax.tick_params(axis="x", labelsize=7)
+    fig.suptitle("askq worker (blue) vs asyncio + httpx by HTTP pool size (grey), same run")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def plot_workers(w: dict[str, Any], path: Path) -> None:

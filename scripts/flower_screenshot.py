@@ -38,9 +38,9 @@ WINDOW = "1400,900"
 WAVE = 4
 WAVE_PAUSE_S = 0.4
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
-SCREENSHOT_COLUMNS = "name,state,args,received,runtime,worker"
-"""Flower's default columns with `args` in place of the task uuid, to show that a task carries
-a job id and nothing else (and to fit the worker column in the window)."""
+SCREENSHOT_COLUMNS = "name,state,args,result,received,runtime"
+"""Flower's default columns with `args` and `result` in place of the task uuid and worker: a
+task carries job ids and nothing else, and its result says what it did to each job."""
 
 
 def find_chromium() -> str | None:
@@ -240,6 +240,8 @@ def screenshot_questions(jobs: int) -> list[dict[str, str]]:
     for i in range(jobs):
         if i % 6 == 5:
             question = f'Work it out: [tool:calculate {{"expression": "{i} * 37"}}]'
+        elif i % 12 == 7:
+            question = f"[fail] What is {i} * 37?"  # a failed job, found by `result:failed`
         else:
             question = f"What is {i} * 37?"
         questions.append({"question": question, "custom_id": f"q{i}"})
