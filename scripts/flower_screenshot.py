@@ -38,9 +38,10 @@ WINDOW = "1400,900"
 WAVE = 4
 WAVE_PAUSE_S = 0.4
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
-SCREENSHOT_COLUMNS = "name,state,args,result,received,runtime"
-"""Flower's default columns with `args` and `result` in place of the task uuid and worker: a
-task carries job ids and nothing else, and its result says what it did to each job."""
+SCREENSHOT_COLUMNS = "name,state,result,received,runtime"
+"""Flower's default columns with `result` in place of the task uuid, args and worker: a task's
+result names each of its jobs and says what the task did to it (the job ids it carries are
+its only arguments)."""
 
 
 def find_chromium() -> str | None:
@@ -294,6 +295,21 @@ def main() -> int:
                     status = client.wait(batch_id, timeout=120)
                     print(f"batch {batch_id}: {dict(status.counts)}", file=sys.stderr)
                 print(f"saved {output}", file=sys.stderr)
+                # a failed job, found the way an operator would: Flower's search on results
+                found = poll(
+                    lambda: flower.http.get(
+                        "/api/tasks", params={"search": "result:failed"}
+                    ).json(),
+                    30,
+                    "a failed job in Flower",
+                )
+                detail = output.with_name(output.stem + "-failed.png")
+                chromium(
+                    binary,
+                    authed_url(flower, f"/task/{next(iter(found))}"),
+                    f"--screenshot={detail}",
+                )
+                print(f"saved {detail}", file=sys.stderr)
             finally:
                 flower.stop()
     return 0
