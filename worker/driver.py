@@ -311,12 +311,13 @@ def poll(rt: Runtime, held: Held) -> None:
     now = rt.clock.now()
     finished = RUN_STATUS.get(snap.status) not in (JobStatus.RUNNING, JobStatus.CANCELLING)
     if rt.settings.predicts_polls and finished and job.started_at is not None:
-        key = duration_key(rt, job)
-        first = rt.limits.learn_duration(
-            key, running_at=job.running_at_s, done_at=now - job.started_at.timestamp()
-        )
+        key, done_at = duration_key(rt, job), now - job.started_at.timestamp()
+        first = rt.limits.learn_duration(key, running_at=job.running_at_s, done_at=done_at)
         if first is not None:
-            moved = rt.limits.retarget_cold(key, first.first_look() * (1 + LOOK_JITTER / 2))
+            # The waiting runs are aimed at when this one was seen done, not at the middle of
+            # its last two looks: a like run started with it is done by then too, so each
+            # waiting run is answered by one look.
+            moved = rt.limits.retarget_cold(key, done_at * (1 + LOOK_JITTER / 2))
             if moved:
                 log.info("%s: first run duration learned; %d first looks re-targeted", key, moved)
     step = machine.on_snapshot(job, snap, now, rt.policy, rt.rng)
