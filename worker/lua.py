@@ -284,7 +284,7 @@ CLAIM_DUE = (
 local cached = redis.call('GET', KEYS[7])
 if cached then return cjson.decode(cached) end
 local now = server_now()
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[1])
+local limit = tonumber(ARGV[1])
 local out = {tostring(now), 0}
 local max = tonumber(ARGV[4])
 local lease_until = now + tonumber(ARGV[2])
@@ -293,53 +293,63 @@ local function backlog(task)
   if not waiting[task] then waiting[task] = redis.call('LLEN', ARGV[11] .. task) end
   return waiting[task]
 end
-for _, id in ipairs(ids) do
-  local key = ARGV[3] .. id
-  local f = redis.call('HMGET', key, 'next', 'ticket', 'owner', 'taken_at', 'published_at')
-  local task = f[1]
-  local publish = true
-  if (not task) or task == '' then
-    redis.call('ZREM', KEYS[1], id)
-    publish = false
-  elseif f[2] and now - tonumber(f[5] or '0') < tonumber(ARGV[12])
-         and redis.call('LLEN', ARGV[11] .. f[2]) > 0 then
-    redis.call('ZADD', KEYS[1], lease_until, id)
-    publish = false
-  elseif (not f[2]) and f[3] then
-    local beat = redis.call('ZSCORE', KEYS[6], f[3])
-    if beat and tonumber(beat) > now - tonumber(ARGV[5])
-       and now - tonumber(f[4] or '0') < tonumber(ARGV[6])
-       and redis.call('SISMEMBER', ARGV[7] .. f[3] .. ARGV[8], id) == 1 then
-      redis.call('ZADD', KEYS[1], now + tonumber(ARGV[10]), id)
-      publish = false
-    end
-  end
-  if publish and backlog(task) >= tonumber(ARGV[13]) then
-    out[2] = out[2] + 1
-    publish = false
-  end
-  if publish and task == 'askq.start' and not redis.call('ZSCORE', KEYS[2], id)
-     and tonumber(redis.call('ZSCORE', KEYS[5], id) or '+inf') > now then
-    local head = redis.call('ZRANGE', KEYS[3], 0, 0)
-    if redis.call('ZCARD', KEYS[2]) < max and (#head == 0 or head[1] == id) then
-      redis.call('ZADD', KEYS[2], now, id)
-      redis.call('ZREM', KEYS[3], id)
-    else
-      if redis.call('ZSCORE', KEYS[3], id) == false then
-        redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), id)
-      end
+-- Held entries stay due and are skipped (offset), so the entries behind them (a poll behind
+-- a backlog of starts) are still reached; at most 4 x limit entries are read a call.
+local offset, scanned = 0, 0
+while (#out - 2) / 2 < limit and scanned < 4 * limit do
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', offset,
+                         limit - (#out - 2) / 2)
+  if #ids == 0 then break end
+  scanned = scanned + #ids
+  for _, id in ipairs(ids) do
+    local key = ARGV[3] .. id
+    local f = redis.call('HMGET', key, 'next', 'ticket', 'owner', 'taken_at', 'published_at')
+    local task = f[1]
+    local publish = true
+    if (not task) or task == '' then
       redis.call('ZREM', KEYS[1], id)
       publish = false
+    elseif f[2] and now - tonumber(f[5] or '0') < tonumber(ARGV[12])
+           and redis.call('LLEN', ARGV[11] .. f[2]) > 0 then
+      redis.call('ZADD', KEYS[1], lease_until, id)
+      publish = false
+    elseif (not f[2]) and f[3] then
+      local beat = redis.call('ZSCORE', KEYS[6], f[3])
+      if beat and tonumber(beat) > now - tonumber(ARGV[5])
+         and now - tonumber(f[4] or '0') < tonumber(ARGV[6])
+         and redis.call('SISMEMBER', ARGV[7] .. f[3] .. ARGV[8], id) == 1 then
+        redis.call('ZADD', KEYS[1], now + tonumber(ARGV[10]), id)
+        publish = false
+      end
     end
-  end
-  if publish then
-    redis.call('ZADD', KEYS[1], lease_until, id)
-    redis.call('HSET', key, 'ticket', task, 'published_at', tostring(now))
-    redis.call('HINCRBY', key, 'epoch', 1)
-    redis.call('HDEL', key, 'owner')
-    redis.call('SADD', ARGV[7] .. ARGV[9] .. ARGV[8], id)
-    out[#out + 1] = id
-    out[#out + 1] = task
+    if publish and backlog(task) >= tonumber(ARGV[13]) then
+      out[2] = out[2] + 1
+      offset = offset + 1
+      publish = false
+    end
+    if publish and task == 'askq.start' and not redis.call('ZSCORE', KEYS[2], id)
+       and tonumber(redis.call('ZSCORE', KEYS[5], id) or '+inf') > now then
+      local head = redis.call('ZRANGE', KEYS[3], 0, 0)
+      if redis.call('ZCARD', KEYS[2]) < max and (#head == 0 or head[1] == id) then
+        redis.call('ZADD', KEYS[2], now, id)
+        redis.call('ZREM', KEYS[3], id)
+      else
+        if redis.call('ZSCORE', KEYS[3], id) == false then
+          redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), id)
+        end
+        redis.call('ZREM', KEYS[1], id)
+        publish = false
+      end
+    end
+    if publish then
+      redis.call('ZADD', KEYS[1], lease_until, id)
+      redis.call('HSET', key, 'ticket', task, 'published_at', tostring(now))
+      redis.call('HINCRBY', key, 'epoch', 1)
+      redis.call('HDEL', key, 'owner')
+      redis.call('SADD', ARGV[7] .. ARGV[9] .. ARGV[8], id)
+      out[#out + 1] = id
+      out[#out + 1] = task
+    end
   end
 end
 if #out > 2 then redis.call('SET', KEYS[7], cjson.encode(out), 'PX', 60000) end

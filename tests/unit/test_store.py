@@ -382,3 +382,18 @@ def test_due_jobs_wait_in_the_due_set_while_their_queue_is_backed_up(stores: Sto
     assert due is not None and due <= stores.now()  # still due, no lease taken
     stores.redis.rpop(queue)  # a worker took one
     assert stores.claimed() == [job_id]
+
+
+def test_held_entries_do_not_starve_the_tasks_behind_them(stores: Stores) -> None:
+    """A backlog of starts held in the due set must not keep a poll due after them waiting."""
+    starts = submit(stores, 30)
+    (polled,) = submit(stores)
+    store = stores.jobs
+    loaded = store.load(polled)
+    running = loaded.record.model_copy(update={"status": JobStatus.RUNNING})
+    store.transition(loaded, running, next_task="askq.poll", due_at=stores.now(), now=stores.now())
+    start_queue = store.keys.broker_queue("askq.start")
+    stores.redis.lpush(start_queue, *[f"a waiting start {i}" for i in range(QUEUE_HIGH_WATER)])
+    claimed = stores.dispatch.claim_due(10, "pump")  # a window of 10: all held starts
+    assert [c.job_id for c in claimed.claims] == [polled]
+    assert claimed.held == len(starts)
