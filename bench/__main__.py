@@ -373,9 +373,10 @@ def cmd_quick(args: argparse.Namespace) -> None:
     out = ["--out", str(args.out)]
     steps = [
         ["throughput", "--run-time", "0.5", "--jobs", "300", "--tutorial-jobs", "32",
-         "--name", "throughput-0.5s"],
+         "--askq-variants", "threads", "--async-pools", "16", "--name", "throughput-0.5s"],
         ["throughput", "--run-time", "5", "--jobs", "300", "--tutorial-jobs", "32",
-         "--name", "throughput-5s"],
+         "--askq-variants", "threads", "--async-pools", "16", "--name", "throughput-5s"],
+        ["cold", "--run-time", "2.5", "--jobs", "40", "--name", "cold"],
         ["policy", "--workloads", "2", "--jobs", "40", "--name", "policy"],
         ["workers", "--counts", "1,2", "--jobs", "300", "--name", "workers"],
         ["scale", "--jobs", "1000", "--run-time", "5", "--name", "scale-10000"],
