@@ -7,6 +7,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,6 +124,30 @@ def aof_redis() -> Iterator[LocalRedis]:
     server.cleanup()
 
 
+def deployment_on(
+    own_redis: LocalRedis,
+    emulator: EmulatorControl,
+    emulator_server: RunningEmulator,
+    tmp_path: Path,
+    **settings: Any,
+) -> Askq:
+    """askq on a Redis of the test's own (AOF on, a small maxmemory...), with fast polls and
+    sweeps so that recovery from the fault shows within seconds."""
+    return Askq(
+        load_settings(
+            redis_url=own_redis.url,
+            api_base=emulator_server.url,
+            assistant_id="asst_test",
+            poll_min_s=0.2,
+            poll_max_s=1.0,
+            sweep_interval_s=0.5,
+            **settings,
+        ),
+        emulator,
+        tmp_path,
+    )
+
+
 @pytest.mark.parametrize("pool", ["threads", "prefork"])
 def test_redis_restart_mid_batch(
     pool: str,
@@ -131,18 +156,10 @@ def test_redis_restart_mid_batch(
     emulator_server: RunningEmulator,
     tmp_path: Path,
 ) -> None:
-    settings = load_settings(
-        redis_url=aof_redis.url,
-        api_base=emulator_server.url,
-        assistant_id="asst_test",
-        poll_min_s=0.2,
-        poll_max_s=1.0,
-        sweep_interval_s=0.5,
-        http_timeout_s=2.0,
-        lease_margin_s=2.0,
+    deployment = deployment_on(
+        aof_redis, emulator, emulator_server, tmp_path, http_timeout_s=2.0, lease_margin_s=2.0
     )
     emulator.configure(run_time_s=1.0)
-    deployment = Askq(settings, emulator, tmp_path)
     try:
         worker = deployment.start_worker(concurrency=4, pool=pool)
         batch_id = deployment.client.submit_batch([f"What is {i} * 3?" for i in range(300)])

@@ -14,9 +14,9 @@ import redis
 from emulator.client import EmulatorControl
 from emulator.server import RunningEmulator
 from producer.local_redis import LocalRedis
-from tests.conftest import Askq, wait_until
+from tests.conftest import wait_until
+from tests.faults.test_crashes import deployment_on
 from worker.errors import RedisFull
-from worker.settings import load_settings
 from worker.states import JobStatus
 
 pytestmark = pytest.mark.slow
@@ -49,16 +49,8 @@ def test_workers_survive_a_full_redis_and_finish_when_it_frees(
     emulator_server: RunningEmulator,
     tmp_path: Path,
 ) -> None:
-    settings = load_settings(
-        redis_url=small_redis.url,
-        api_base=emulator_server.url,
-        assistant_id="asst_test",
-        poll_min_s=0.2,
-        poll_max_s=1.0,
-        sweep_interval_s=0.5,
-    )
+    deployment = deployment_on(small_redis, emulator, emulator_server, tmp_path)
     emulator.configure(run_time_s=4.0)
-    deployment = Askq(settings, emulator, tmp_path)
     try:
         worker = deployment.start_worker(concurrency=8)
         batch_id = deployment.client.submit_batch([f"What is {i} + 2?" for i in range(200)])

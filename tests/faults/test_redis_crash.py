@@ -12,8 +12,8 @@ import pytest
 from emulator.client import EmulatorControl
 from emulator.server import RunningEmulator
 from producer.local_redis import LocalRedis
-from tests.conftest import Askq, wait_until
-from worker.settings import load_settings
+from tests.conftest import wait_until
+from tests.faults.test_crashes import deployment_on
 from worker.states import JobStatus
 
 pytestmark = pytest.mark.slow
@@ -40,18 +40,10 @@ def test_kill_9_redis_mid_batch(
     aof: LocalRedis, emulator: EmulatorControl, emulator_server: RunningEmulator, tmp_path: Path
 ) -> None:
     fsync = aof.extra_args[-1]
-    settings = load_settings(
-        redis_url=aof.url,
-        api_base=emulator_server.url,
-        assistant_id="asst_test",
-        poll_min_s=0.2,
-        poll_max_s=1.0,
-        sweep_interval_s=0.5,
-        http_timeout_s=2.0,
-        lease_margin_s=2.0,
+    deployment = deployment_on(
+        aof, emulator, emulator_server, tmp_path, http_timeout_s=2.0, lease_margin_s=2.0
     )
     emulator.configure(run_time_s=1.0)
-    deployment = Askq(settings, emulator, tmp_path)
     try:
         worker = deployment.start_worker(concurrency=8)
         batch_id = deployment.client.submit_batch([f"What is {i} * 4?" for i in range(JOBS)])
